@@ -1,0 +1,198 @@
+"""Frozen backbones from wherever they were saved: a run, a `.keras` file, a SavedModel or ONNX.
+
+Evaluation (kNN, linear probe) takes any of these paths and gets the same thing back:
+a function of float32 NHWC pixel batches in [0, 255] that returns the pooled features.
+
+* a pretraining run directory or its `model.keras` (a `SimSiam`: its `backbone`), or a
+  `.keras` file holding a plain backbone or a backbone with a classifier head;
+* an export folder `exported/NAME/` (`saved_model/`, `model.onnx`, `metadata.json`) or the
+  SavedModel directory itself (signature `serve`: input `images`, output `features`);
+* an ONNX file (input `images`, output `features`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+KINDS = ("keras", "saved_model", "onnx")
+INPUT_NAME = "images"
+OUTPUT_NAME = "features"
+METADATA = "metadata.json"
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A resolved checkpoint path: which kind of file it is and where its metadata lives."""
+
+    kind: str
+    path: Path
+    metadata: dict[str, Any]
+
+
+def _read_metadata(folder: Path) -> dict[str, Any]:
+    file = folder / METADATA
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def resolve_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
+    """What `path` holds, checked without loading it; `kind` picks one format of an export folder.
+
+    Raises FileNotFoundError or ValueError with a message fit for a command line.
+    """
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--checkpoint {path}: no such file or directory")
+    candidates: list[Checkpoint] = []
+    if path.is_file():
+        found = {".keras": "keras", ".onnx": "onnx"}.get(path.suffix.lower())
+        if found is None:
+            raise ValueError(f"--checkpoint {path}: expected a .keras or .onnx file, a run directory or an export folder")
+        candidates.append(Checkpoint(found, path, _read_metadata(path.parent)))
+    elif (path / "saved_model.pb").is_file():
+        candidates.append(Checkpoint("saved_model", path, _read_metadata(path.parent)))
+    else:
+        metadata = _read_metadata(path)
+        for name, found in (("model.keras", "keras"), ("saved_model", "saved_model"), ("model.onnx", "onnx")):
+            target = path / name
+            if target.is_file() or (target / "saved_model.pb").is_file():
+                candidates.append(Checkpoint(found, target, metadata))
+    if kind is not None:
+        candidates = [c for c in candidates if c.kind == kind]
+    if not candidates:
+        wanted = f"a {kind} model" if kind else "model.keras, saved_model/ or model.onnx"
+        raise ValueError(f"--checkpoint {path}: found no {wanted} there (expected a run directory or an export folder)")
+    return candidates[0]
+
+
+def _features_only(model: keras.Model) -> keras.Model:
+    """The backbone inside a loaded model: SimSiam's, a nested one, or the model cut at `pool`."""
+    if hasattr(model, "backbone"):
+        return model.backbone
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) == 1 and len(model.layers) > 1 and isinstance(model.layers[-1], keras.layers.Dense):
+        return nested[0]
+    names = [layer.name for layer in model.layers]
+    if "pool" in names and names[-1] != "pool":
+        return keras.Model(model.inputs, model.get_layer("pool").output, name=model.name)
+    return model
+
+
+def _saved_model_backbone(path: Path, image_size: int | None) -> keras.Model:
+    """A keras.Model with input `images` around the SavedModel's `serve` endpoint."""
+    layer = keras.layers.TFSMLayer(str(path), call_endpoint="serve")
+    if image_size is None:
+        signature = tf.saved_model.load(str(path)).signatures.get("serve")
+        if signature is None:
+            raise ValueError(f"--checkpoint {path}: the SavedModel has no 'serve' signature")
+        spec = next(iter(signature.structured_input_signature[1].values()))
+        image_size = spec.shape[1]
+        if image_size is None:
+            raise ValueError(f"--checkpoint {path}: the image size is not fixed by the signature; add a {METADATA}")
+    inputs = keras.Input((image_size, image_size, 3), name=INPUT_NAME)
+    outputs = layer(inputs)
+    if isinstance(outputs, dict):
+        outputs = outputs[OUTPUT_NAME] if OUTPUT_NAME in outputs else next(iter(outputs.values()))
+    return keras.Model(inputs, outputs, name=path.parent.name if path.name == "saved_model" else path.name)
+
+
+def load_backbone(path: str | Path) -> keras.Model:
+    """The frozen backbone at `path` as a keras.Model: float32 NHWC pixels in [0, 255] -> features.
+
+    Accepts a run directory, a `.keras` file, an export folder or a SavedModel directory
+    (ONNX files have no Keras form: use `load_feature_extractor`).
+    """
+    checkpoint = resolve_checkpoint(path)
+    if checkpoint.kind == "onnx":
+        raise ValueError(f"--checkpoint {path}: an ONNX model has no Keras form; use load_feature_extractor")
+    if checkpoint.kind == "saved_model":
+        return _saved_model_backbone(checkpoint.path, checkpoint.metadata.get("image_size"))
+    import simsiam_keras  # noqa: F401  (registers SimSiam and its optimizer before loading)
+
+    model = keras.models.load_model(checkpoint.path, compile=False, safe_mode=True)
+    return _features_only(model)
+
+
+class FeatureExtractor:
+    """Features of float32 NHWC image batches in [0, 255] at `image_size`, from any backend."""
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], image_size: int, feature_dim: int, kind: str):
+        self._fn = fn
+        self.image_size = int(image_size)
+        self.feature_dim = int(feature_dim)
+        self.kind = kind
+
+    def __call__(self, batch: np.ndarray | tf.Tensor) -> np.ndarray:
+        return np.asarray(self._fn(np.asarray(batch, np.float32)), np.float32)
+
+    def __repr__(self) -> str:
+        return f"FeatureExtractor(kind={self.kind!r}, image_size={self.image_size}, feature_dim={self.feature_dim})"
+
+    @classmethod
+    def from_keras(cls, model: keras.Model, kind: str = "keras") -> "FeatureExtractor":
+        """Wraps a Keras backbone, run in inference mode (BN uses its moving statistics)."""
+        size = model.input_shape[1]
+        forward = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
+        )
+        return cls(lambda x: forward(x).numpy(), size, model.output_shape[-1], kind)
+
+
+def _onnx_extractor(path: Path, metadata: dict[str, Any]) -> FeatureExtractor:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    names = [i.name for i in inputs]
+    if len(inputs) != 1 and INPUT_NAME not in names:
+        raise ValueError(f"--checkpoint {path}: expected one input named {INPUT_NAME!r}, found {names}")
+    if len(inputs) != 1:
+        raise ValueError(f"--checkpoint {path}: the ONNX model needs inputs besides {INPUT_NAME!r}: {names}")
+    output = next((o.name for o in outputs if o.name == OUTPUT_NAME), outputs[0].name)
+    input_name = inputs[0].name
+    image_size = metadata.get("image_size") or inputs[0].shape[1]
+    feature_dim = metadata.get("feature_dim") or next(o for o in outputs if o.name == output).shape[-1]
+    if not isinstance(image_size, int) or not isinstance(feature_dim, int):
+        raise ValueError(f"--checkpoint {path}: image size and feature dimension unknown (no {METADATA}, dynamic shapes)")
+    return FeatureExtractor(
+        lambda x: session.run([output], {input_name: x})[0], image_size, feature_dim, "onnx"
+    )
+
+
+def load_feature_extractor(path: str | Path, kind: str | None = None) -> FeatureExtractor:
+    """A FeatureExtractor for a run, `.keras` file, export folder, SavedModel or ONNX file.
+
+    An export folder holds several formats: the SavedModel is used unless `kind` says
+    `onnx`. Image size and feature dimension come from `metadata.json` when there is one.
+    """
+    checkpoint = resolve_checkpoint(path, kind)
+    if checkpoint.kind == "onnx":
+        return _onnx_extractor(checkpoint.path, checkpoint.metadata)
+    return FeatureExtractor.from_keras(load_backbone(checkpoint.path), checkpoint.kind)
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """The directory whose `results.json` records evaluations of the model at `path`.
+
+    A run directory for `.keras` models (the folder of the file); for exports, the training
+    run named in `metadata.json` when it still exists, else the export folder.
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if folder.name == "saved_model" and not (folder / METADATA).exists() and (folder.parent / METADATA).exists():
+        folder = folder.parent
+    metadata = _read_metadata(folder)
+    for key in ("run_dir", "run", "training_run", "source_run"):
+        run = metadata.get(key)
+        if isinstance(run, str) and Path(run).is_dir():
+            return Path(run)
+    return folder
