@@ -1,18 +1,65 @@
-"""Weighted kNN classification of frozen features (Wu et al. 2018), the paper's progress monitor."""
+"""Weighted kNN classification of frozen features (Wu et al. 2018), the paper's progress monitor.
+
+Features come from a Keras backbone or any `load.FeatureExtractor` (SavedModel, ONNX), from
+in-memory uint8 arrays or streamed from a `tf.data.Dataset` of image batches, one batch at a
+time, so the images never need to fit in memory (only the features do).
+"""
 
 from __future__ import annotations
+
+from typing import Callable, Iterator, Union
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from simsiam_keras.config import SimSiamConfig
+from simsiam_keras.load import FeatureExtractor
 from simsiam_keras.pipeline import image_dataset
 
+FeatureModel = Union[keras.Model, FeatureExtractor]
+KNN_K, KNN_TEMPERATURE = SimSiamConfig.knn_k, SimSiamConfig.knn_temperature
 
-def extract_features(backbone: keras.Model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Pooled backbone features of uint8 images, in inference mode (BN uses its moving statistics)."""
-    data = image_dataset(images, backbone.input_shape[1], batch_size)
-    return backbone.predict(data, verbose=0).astype(np.float32)
+
+def _extractor(model: FeatureModel) -> FeatureExtractor:
+    return FeatureExtractor.from_keras(model) if isinstance(model, keras.Model) else model
+
+
+def _feature_batches(model: FeatureModel, batches: tf.data.Dataset) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(features, labels or None) per batch of a dataset of images or (images, labels)."""
+    extract: Callable[[np.ndarray], np.ndarray] = _extractor(model)
+    for batch in batches:
+        images, labels = batch if isinstance(batch, tuple) else (batch, None)
+        yield extract(images), (None if labels is None else np.asarray(labels))
+
+
+def extract_features(
+    model: FeatureModel, images: np.ndarray | tf.data.Dataset, batch_size: int = 256
+) -> np.ndarray:
+    """Pooled features in inference mode (BN uses its moving statistics).
+
+    `images` are uint8 NHWC arrays (resized to the model's size if needed) or a dataset of
+    float32 [0, 255] image batches (labels, if the batches carry them, are ignored).
+    """
+    if isinstance(images, np.ndarray):
+        if isinstance(model, keras.Model):
+            return model.predict(image_dataset(images, model.input_shape[1], batch_size), verbose=0).astype(np.float32)
+        images = image_dataset(images, model.image_size, batch_size)
+    chunks = [features for features, _ in _feature_batches(model, images)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, _extractor(model).feature_dim), np.float32)
+
+
+def extract_labelled_features(model: FeatureModel, batches: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of a dataset of (images, labels) batches, in one pass over it."""
+    features, labels = [], []
+    for f, y in _feature_batches(model, batches):
+        if y is None:
+            raise ValueError("extract_labelled_features needs (images, labels) batches")
+        features.append(f)
+        labels.append(y)
+    if not features:
+        raise ValueError("the dataset gave no images (every file failed to decode?)")
+    return np.concatenate(features), np.concatenate(labels).astype(np.int64)
 
 
 def knn_predict(
@@ -20,8 +67,8 @@ def knn_predict(
     bank_labels: np.ndarray,
     queries: np.ndarray,
     num_classes: int,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
     chunk: int = 1024,
 ) -> np.ndarray:
     """Class scores of each query: votes exp(sim/T) from its k most cosine-similar bank entries."""
@@ -42,8 +89,8 @@ def knn_accuracy(
     bank_labels: np.ndarray,
     queries: np.ndarray,
     query_labels: np.ndarray,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
 ) -> float:
     """Top-1 accuracy of the weighted kNN classifier."""
     num_classes = int(max(bank_labels.max(), query_labels.max()) + 1)
@@ -52,15 +99,34 @@ def knn_accuracy(
 
 
 def evaluate_backbone_knn(
-    backbone: keras.Model,
+    backbone: FeatureModel,
     x_bank: np.ndarray,
     y_bank: np.ndarray,
     x_query: np.ndarray,
     y_query: np.ndarray,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
 ) -> float:
-    """kNN top-1 of a backbone: bank and queries are uint8 images with integer labels."""
+    """kNN top-1 of a backbone (or FeatureExtractor): bank and queries are uint8 images with integer labels."""
     return knn_accuracy(
         extract_features(backbone, x_bank), y_bank, extract_features(backbone, x_query), y_query, k, temperature
     )
+
+
+def evaluate_knn(
+    model: FeatureModel,
+    bank: tf.data.Dataset,
+    query: tf.data.Dataset,
+    k: int = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
+) -> dict[str, float | int]:
+    """kNN top-1 of a model on streamed (images, labels) batches of a bank and a query split.
+
+    Returns accuracy and the numbers of bank and query images actually read (undecodable
+    files are dropped upstream).
+    """
+    model = _extractor(model)
+    bank_features, bank_labels = extract_labelled_features(model, bank)
+    query_features, query_labels = extract_labelled_features(model, query)
+    accuracy = knn_accuracy(bank_features, bank_labels, query_features, query_labels, k, temperature)
+    return {"top1": accuracy, "bank_images": len(bank_labels), "query_images": len(query_labels)}

@@ -1,0 +1,81 @@
+"""kNN evaluation of a saved backbone on a dataset: the library function behind scripts/knn_eval.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from simsiam_keras.eval_data import eval_data
+from simsiam_keras.knn import KNN_K, KNN_TEMPERATURE, evaluate_knn
+from simsiam_keras.load import load_feature_extractor, resolve_checkpoint, run_dir_of
+from simsiam_keras.results import append_result
+
+METRIC = "knn_top1"
+
+
+def _slug(spec: str) -> str:
+    """A file-name-safe short name of a dataset spec: `npz:/a/b.npz` -> `b`."""
+    name = Path(spec.split(":", 1)[1]).stem if ":" in spec else spec
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "dataset"
+
+
+def knn_eval(
+    checkpoint: str,
+    dataset: str = "synthetic",
+    data_dir: str | None = None,
+    k: int = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
+    batch_size: int = 256,
+    kind: str | None = None,
+    output: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Weighted kNN top-1 of the backbone at `checkpoint` (bank: train split, queries: test split).
+
+    Everything is checked before the model is loaded. The result is written as JSON to
+    `output` (default `RUN/knn_<dataset>.json`) and appended to the run's results.json.
+    """
+    if k < 1:
+        raise ValueError(f"--k must be >= 1, got {k}")
+    if temperature <= 0:
+        raise ValueError(f"--temperature must be > 0, got {temperature}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    resolved = resolve_checkpoint(checkpoint, kind)
+    data = eval_data(dataset, data_dir, seed)
+    run_dir = run_dir_of(checkpoint)
+    output_path = Path(output) if output else run_dir / f"knn_{_slug(dataset)}.json"
+    if not output_path.parent.is_dir():
+        raise FileNotFoundError(f"--output {output_path}: no such directory {output_path.parent}")
+
+    start = time.time()
+    extractor = load_feature_extractor(resolved.path, resolved.kind)
+    counts = evaluate_knn(
+        extractor,
+        data.bank.batches(extractor.image_size, batch_size),
+        data.query.batches(extractor.image_size, batch_size),
+        k,
+        temperature,
+    )
+    protocol = f"weighted kNN, k={k}, T={temperature}, cosine on l2-normalised features, bank={data.bank.name}"
+    details = {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "model_kind": extractor.kind,
+        "image_size": extractor.image_size,
+        "feature_dim": extractor.feature_dim,
+        "k": k,
+        "temperature": temperature,
+        "bank_split": data.bank.name,
+        "bank_images": counts["bank_images"],
+        "query_images": counts["query_images"],
+        "skipped_images": data.bank.size + data.query.size - counts["bank_images"] - counts["query_images"],
+        "seconds": round(time.time() - start, 2),
+    }
+    record = {"dataset": data.name, "split": data.query.name, "metric": METRIC, "value": counts["top1"],
+              "protocol": protocol}
+    output_path.write_text(json.dumps({**record, **details}, indent=2) + "\n")
+    append_result(str(run_dir), **record, **details)
+    return {**record, **details, "output": str(output_path), "run_dir": str(run_dir)}
