@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from simsiam_keras.config import PRESETS, make_config
+from simsiam_keras.config import CACHE_DECODED, PRESETS, make_config
 from simsiam_keras.distribute import STRATEGIES
 from simsiam_keras.loss import SIMILARITIES
 from simsiam_keras.pretrain import MIXED_PRECISION, pretrain
@@ -20,6 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", help="synthetic (default), npz:PATH, or a prepared TFDS name such as cifar10")
     p.add_argument("--data-dir", help="TFDS data directory")
+    p.add_argument("--cache-decoded", choices=CACHE_DECODED,
+                   help="keep decoded images in memory after epoch 1 (auto: when a folder fits in 2 GB)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="paper recipe to start from (default: quickstart for synthetic data, imagenet otherwise)")
     p.add_argument("--backbone", help="resnet50, resnet18_cifar or a keras.applications name")

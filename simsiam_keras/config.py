@@ -13,6 +13,14 @@ from typing import Any, Mapping
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# Host memory a dataset may take when held decoded: TFDS datasets below it are read into
+# arrays, folders below it are cached decoded; above it, images stream as encoded bytes.
+DATA_MEMORY_BUDGET_BYTES = 2 * 1024**3
+# Elements of encoded images kept in the shuffle buffer of a streamed TFDS dataset
+# (about 1 GB of ImageNet JPEGs), on top of TFDS's shuffling of its record files.
+STREAM_SHUFFLE_BUFFER = 10_000
+CACHE_DECODED = ("auto", "on", "off")
+
 
 @dataclasses.dataclass
 class AugmentConfig:
@@ -73,6 +81,9 @@ class SimSiamConfig:
     cpu_replicas: int = 0
     tpu: str | None = None
     mixed_precision: str = "off"
+    # Input pipeline: keep decoded images in memory after the first epoch ("auto": when they
+    # are estimated to fit in DATA_MEMORY_BUDGET_BYTES); "off" crops each view while decoding.
+    cache_decoded: str = "auto"
     output_dir: str = "runs/simsiam"
     steps_per_epoch: int | None = None
 
@@ -145,3 +156,69 @@ def make_config(preset: str = "imagenet", **overrides: Any) -> SimSiamConfig:
             else:
                 values[key] = value
     return SimSiamConfig.from_dict(values)
+
+
+@dataclasses.dataclass
+class LinearEvalConfig:
+    """Linear classification on frozen pool5 features (Appendix A); defaults are the paper's recipe.
+
+    lr = base_lr x batch / 256, cosine decay to 0, momentum 0.9, wd 0, 90 epochs; the head is
+    initialised N(0, 0.01) with zero bias, as in the authors' `main_lincls.py`. Training views are
+    torchvision's RandomResizedCrop (default scale (0.08, 1)) + horizontal flip; evaluation resizes
+    the shorter side to crop x 256/224 and takes the centre crop.
+    """
+
+    optimizer: str = "lars"  # "lars" (apex LARC, trust coefficient 0.001) or "sgd"
+    base_lr: float = 0.02
+    batch_size: int = 4096
+    epochs: int = 90
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    trust_coefficient: float = 0.001
+    head_init_std: float = 0.01
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_prob: float = 0.5
+    eval_resize_ratio: float = 256 / 224
+    # Extract features once, without augmentation, and train the head on them (fast on a CPU).
+    cache_features: bool = False
+    seed: int = 0
+
+    @property
+    def lr(self) -> float:
+        """Linear scaling rule, as the authors' code applies it: base_lr x batch / 256."""
+        return self.base_lr * self.batch_size / 256
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+LINEAR_EVAL_PRESETS: dict[str, dict[str, Any]] = {
+    # Appendix A: LARS, base lr 0.02 (0.32 at batch 4096), cosine, 90 epochs, wd 0.
+    "paper": {},
+    # The authors' released main_lincls.py defaults with --lars: base lr 0.1 (1.6 at batch 4096).
+    "lars_code": {"base_lr": 0.1},
+    # Appendix A's alternative (from MoCo): SGD, lr 30 at batch 256, wd 0; ~1% lower on ImageNet.
+    "sgd": {"optimizer": "sgd", "base_lr": 30.0, "batch_size": 256},
+    # The authors' main_lincls.py without --lars: SGD, base lr 0.1 x batch / 256, batch 4096.
+    "sgd_scaled": {"optimizer": "sgd", "base_lr": 0.1},
+}
+
+
+def make_linear_eval_config(recipe: str = "paper", **overrides: Any) -> LinearEvalConfig:
+    """A linear-eval recipe by name, then the caller's overrides (None means "keep")."""
+    if recipe not in LINEAR_EVAL_PRESETS:
+        raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(LINEAR_EVAL_PRESETS)}")
+    values = {**LINEAR_EVAL_PRESETS[recipe], **{k: v for k, v in overrides.items() if v is not None}}
+    unknown = set(values) - {f.name for f in dataclasses.fields(LinearEvalConfig)}
+    if unknown:
+        raise ValueError(f"unknown linear-eval fields {sorted(unknown)}")
+    config = LinearEvalConfig(**values)
+    if config.optimizer not in ("lars", "sgd"):
+        raise ValueError(f"optimizer must be 'lars' or 'sgd', got {config.optimizer!r}")
+    for name in ("batch_size", "epochs"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    if config.base_lr <= 0:
+        raise ValueError(f"--lr must be positive, got {config.base_lr}")
+    return config

@@ -1,7 +1,8 @@
 """The two-view `tf.data` pipeline that feeds SimSiam, and un-augmented batches for evaluation.
 
 The pipeline reads each image once and draws both views from it, with every random
-parameter drawn per image and per view.
+parameter drawn per image and per view. Under a `tf.distribute` strategy, `input_fn` gives
+each worker its own shard of the data.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from simsiam_keras.augment import SimSiamAugment, resize_crop
+from simsiam_keras.config import CACHE_DECODED, DATA_MEMORY_BUDGET_BYTES
 from simsiam_keras.decode import decode_and_random_crop, decode_image
+from simsiam_keras.sources import EncodedImages, ImageFiles
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -35,7 +38,7 @@ def as_view_fn(augment: Callable) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
 class SkippedFiles(keras.callbacks.Callback):
-    """Counts the files the pipeline could not decode, and warns once at the end of each epoch."""
+    """Counts the images (files, records) the pipeline could not decode, and warns once at the end of each epoch."""
 
     def __init__(self):
         super().__init__()
@@ -48,8 +51,8 @@ class SkippedFiles(keras.callbacks.Callback):
             self.count.assign(0)
 
 
-def _file_views(augment: Callable) -> Callable:
-    """`(file bytes, seed) -> (view, ok)`: crop-before-decode for SimSiamAugment, else a full decode."""
+def _encoded_views(augment: Callable) -> Callable:
+    """`(encoded image, seed) -> (view, ok)`: crop-before-decode for SimSiamAugment, else a full decode."""
     if isinstance(augment, SimSiamAugment):
         c = augment.config
 
@@ -67,8 +70,13 @@ def _file_views(augment: Callable) -> Callable:
     return decoded_view
 
 
+def shard_seed(seed: int, index: int) -> int:
+    """The seed of input shard `index`: each worker draws its own shuffles and augmentations."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0]) if index else seed
+
+
 def two_view_dataset(
-    images: np.ndarray | Sequence[str],
+    images: np.ndarray | EncodedImages | Sequence[str],
     augment: Callable,
     batch_size: int,
     seed: int = 0,
@@ -76,47 +84,58 @@ def two_view_dataset(
     repeat: bool = True,
     deterministic: bool = False,
     skipped: SkippedFiles | None = None,
+    shard: tuple[int, int] = (1, 0),
+    cache_decoded: bool = False,
 ) -> tf.data.Dataset:
-    """Batches of (view1, view2), float32 in [0, 255], from uint8 NHWC images or image files.
+    """Batches of (view1, view2), float32 in [0, 255], from uint8 NHWC images or encoded images.
 
     Each image is read once; each view gets its own seed, derived from a seeded per-element
     stream, so every draw is per image and per view and a run is reproducible by `seed`.
-    Files that cannot be decoded are dropped (and counted in `skipped`), never trained on.
-    Batches are full (drop_remainder), as BN and an even split over replicas need.
+    `shard=(n, i)` keeps the i-th of n disjoint parts of every epoch (one per input worker).
+    Encoded images (files, or TFDS records) are cropped while decoding (JPEG) or decoded then
+    cropped; with `cache_decoded` they are decoded once and kept in memory instead. Images that
+    cannot be decoded are dropped (and counted in `skipped`), never trained on. Batches are
+    full (drop_remainder), as BN and an even split over replicas need.
     """
-    from_files = not isinstance(images, np.ndarray)
-    if len(images) < batch_size:
-        raise ValueError(f"--batch-size {batch_size} is larger than the dataset ({len(images)} images)")
-    ds = tf.data.Dataset.from_tensor_slices(list(images) if from_files else images)
-    if shuffle:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    num_shards, index = shard
+    if not isinstance(images, (np.ndarray, EncodedImages)):
+        images = ImageFiles(list(images))
+    if len(images) // num_shards < batch_size:
+        raise ValueError(
+            f"--batch-size {batch_size} is larger than the dataset ({len(images)} images"
+            + (f" in {num_shards} shards)" if num_shards > 1 else ")")
+        )
+    seed = shard_seed(seed, index)
+    if isinstance(images, np.ndarray):
+        ds = tf.data.Dataset.from_tensor_slices(images).shard(num_shards, index)
+        ds = ds.shuffle(len(images) // num_shards + 1, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+        view = as_view_fn(augment)
+    elif cache_decoded:
+        ds = images.dataset(num_shards, index, seed, shuffle=False)
+        ds = _count_and_drop_bad(ds.map(decode_image, num_parallel_calls=AUTOTUNE), skipped).cache()
+        ds = ds.shuffle(len(images) // num_shards + 1, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+        view = as_view_fn(augment)
+    else:
+        ds = images.dataset(num_shards, index, seed, shuffle)
+        view = None
     if repeat:
         ds = ds.repeat()
-    seeds = tf.data.Dataset.random(seed=seed).batch(2)
-    ds = tf.data.Dataset.zip((ds, seeds))
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
 
     def split(element_seed):
         return tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
 
-    if from_files:
-        file_view = _file_views(augment)
+    if view is None:
+        encoded_view = _encoded_views(augment)
 
-        def two_views(path, element_seed):
-            data = tf.io.read_file(path)
+        def encoded_two_views(data, element_seed):
             seed1, seed2 = split(element_seed)
-            (view1, ok1), (view2, ok2) = file_view(data, seed1), file_view(data, seed2)
-            return view1, view2, ok1 & ok2
+            (view1, ok1), (view2, ok2) = encoded_view(data, seed1), encoded_view(data, seed2)
+            return (view1, view2), ok1 & ok2
 
-        def keep(view1, view2, ok):
-            if skipped is not None:
-                skipped.count.assign_add(tf.cast(tf.logical_not(ok), tf.int64))
-            return ok
-
-        ds = ds.map(two_views, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        ds = ds.filter(keep).map(lambda view1, view2, ok: (view1, view2))
+        ds = ds.map(encoded_two_views, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = _count_and_drop_bad(ds, skipped)
     else:
-        view = as_view_fn(augment)
-
         def two_views(image, element_seed):
             image = tf.cast(image, tf.float32)
             seed1, seed2 = split(element_seed)
@@ -124,6 +143,49 @@ def two_view_dataset(
 
         ds = ds.map(two_views, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def _count_and_drop_bad(ds: tf.data.Dataset, skipped: SkippedFiles | None) -> tf.data.Dataset:
+    """(value, ok) elements -> value, for the ok ones; the others are counted in `skipped`."""
+
+    def keep(value, ok):
+        if skipped is not None:
+            skipped.count.assign_add(tf.cast(tf.logical_not(ok), tf.int64))
+        return ok
+
+    return ds.filter(keep).map(lambda value, ok: value)
+
+
+def cache_pays(images: np.ndarray | EncodedImages, setting: str = "auto") -> bool:
+    """Whether to keep decoded images in memory: `on`, `off`, or `auto` (when they fit the budget)."""
+    if setting not in CACHE_DECODED:
+        raise ValueError(f"--cache-decoded must be one of {', '.join(CACHE_DECODED)}, got {setting!r}")
+    if isinstance(images, np.ndarray) or setting == "off":
+        return False
+    estimate = images.decoded_bytes_estimate()
+    return setting == "on" or (estimate is not None and estimate <= DATA_MEMORY_BUDGET_BYTES)
+
+
+def input_fn(
+    images: np.ndarray | EncodedImages,
+    augment: Callable,
+    global_batch_size: int,
+    seed: int = 0,
+    **kwargs,
+) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
+    """The per-worker pipeline for `strategy.distribute_datasets_from_function`.
+
+    Each input pipeline (one per worker) reads its own disjoint shard of every epoch with its
+    own seed and batches per replica, so no worker decodes images another one trains on.
+    """
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return two_view_dataset(
+            images, augment, context.get_per_replica_batch_size(global_batch_size), seed,
+            shard=(context.num_input_pipelines, context.input_pipeline_id), **kwargs,
+        )
+
+    return dataset_fn
 
 
 def image_dataset(images: np.ndarray, image_size: int, batch_size: int = 256) -> tf.data.Dataset:

@@ -69,6 +69,7 @@ def pretrain(config: SimSiamConfig, source: sources.DataSource | None = None, ve
         source = sources.load_source(config.dataset, config.image_size, config.seed, config.data_dir)
     keras.utils.set_random_seed(config.seed)
     images = source.pretrain_images
+    cache_decoded = pipeline.cache_pays(images, config.cache_decoded)
     steps = config.steps_per_epoch or pipeline.steps_per_epoch(len(images), config.batch_size)
     start = time.time()
     model = build_compiled_model(config, strategy, steps)
@@ -83,16 +84,16 @@ def pretrain(config: SimSiamConfig, source: sources.DataSource | None = None, ve
                              config.knn_every, config.knn_k, config.knn_temperature)
     if config.epochs > 0:
         callbacks: list[keras.callbacks.Callback] = [monitor] if monitor else []
-        skipped = pipeline.SkippedFiles() if source.train_files is not None else None
+        skipped = pipeline.SkippedFiles() if source.train_stream is not None else None
         callbacks += [skipped] if skipped else []
         callbacks += [
             HistoryCSV(os.path.join(config.output_dir, "history.csv")),
             keras.callbacks.TensorBoard(os.path.join(config.output_dir, "logs")),
         ]
-        dataset = pipeline.two_view_dataset(
+        dataset = strategy.distribute_datasets_from_function(pipeline.input_fn(
             images, SimSiamAugment(config.image_size, config.augment), config.batch_size, config.seed,
-            skipped=skipped,
-        )
+            skipped=skipped, cache_decoded=cache_decoded,
+        ))
         fit = model.fit(
             dataset, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, shuffle=False, verbose=verbose
         )

@@ -1,8 +1,10 @@
 """Where the images come from: `--dataset` specs resolved into a DataSource.
 
-`synthetic` (the embedded dataset), `npz:PATH` (keras.datasets convention) and prepared
-TFDS datasets by name; every source is checked on load, so a mistake is one clear error
-before a model is built.
+`synthetic` (the embedded dataset), `npz:PATH` (keras.datasets convention), `folder:PATH`
+and prepared TFDS datasets by name; every source is checked on load, so a mistake is one
+clear error before a model is built. Small datasets are held as uint8 arrays; folders and
+large TFDS datasets stream encoded images (`EncodedImages`), which the pipeline decodes
+(cropping JPEGs while decoding) per view.
 """
 
 from __future__ import annotations
@@ -13,12 +15,90 @@ from typing import Any
 
 import numpy as np
 
+from simsiam_keras.config import DATA_MEMORY_BUDGET_BYTES, STREAM_SHUFFLE_BUFFER
+
+# A decoded image takes about this many times its encoded size (JPEG at quality 75-95: 8-20x);
+# decoded-size estimates err on the large side so that caching never runs out of memory.
+DECODED_PER_ENCODED_BYTE = 20
+
+
+class EncodedImages:
+    """Encoded image bytes (JPEG, PNG, BMP, GIF) read from storage as training streams through them."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def dataset(self, num_shards: int = 1, index: int = 0, seed: int = 0, shuffle: bool = True):
+        """One pass over shard `index` of `num_shards` disjoint shards, as scalar string tensors."""
+        raise NotImplementedError
+
+    def decoded_bytes_estimate(self) -> int | None:
+        """An upper estimate of the images' decoded size, or None when it is too costly to know."""
+        return None
+
+
+class ImageFiles(EncodedImages):
+    """Image files, read in parallel; the file order is shuffled each pass."""
+
+    def __init__(self, files: list[str]):
+        self.files = list(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def dataset(self, num_shards: int = 1, index: int = 0, seed: int = 0, shuffle: bool = True):
+        import tensorflow as tf
+
+        ds = tf.data.Dataset.from_tensor_slices(self.files).shard(num_shards, index)
+        if shuffle:
+            ds = ds.shuffle(len(self.files) // num_shards + 1, seed=seed, reshuffle_each_iteration=True)
+        return ds.map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+
+    def decoded_bytes_estimate(self) -> int | None:
+        if len(self.files) > 100_000:  # stat-ing every file of a large folder costs more than it tells
+            return None
+        return DECODED_PER_ENCODED_BYTE * sum(os.path.getsize(f) for f in self.files)
+
+
+class TFDSImages(EncodedImages):
+    """The encoded images of prepared TFDS splits, read without decoding (decoding is the pipeline's).
+
+    Shards are TFDS even sub-splits (disjoint example ranges, so any number of workers works);
+    TFDS interleaves the record files in parallel and we add an element shuffle buffer.
+    """
+
+    def __init__(self, name: str, splits: list[str], data_dir: str | None = None, shuffle_buffer: int = STREAM_SHUFFLE_BUFFER):
+        import tensorflow_datasets as tfds
+
+        self.name, self.splits, self.data_dir, self.shuffle_buffer = name, list(splits), data_dir, shuffle_buffer
+        self.builder = tfds.builder(name, data_dir=data_dir)
+        self.image_key = _image_key(self.builder)
+
+    def __len__(self) -> int:
+        return sum(self.builder.info.splits[s].num_examples for s in self.splits)
+
+    def dataset(self, num_shards: int = 1, index: int = 0, seed: int = 0, shuffle: bool = True):
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+
+        split = "+".join(self.splits)
+        if num_shards > 1:
+            split = tfds.even_splits(split, n=num_shards)[index]
+        read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False,
+                                      num_parallel_calls_for_interleave_files=tf.data.AUTOTUNE)
+        ds = self.builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config,
+                                     decoders={self.image_key: tfds.decode.SkipDecoding()})
+        ds = ds.map(lambda example: example[self.image_key], num_parallel_calls=tf.data.AUTOTUNE)
+        if shuffle:
+            ds = ds.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        return ds
+
 
 @dataclasses.dataclass
 class DataSource:
-    """Images as uint8 NHWC RGB arrays, or image files streamed for pretraining.
+    """Images as uint8 NHWC RGB arrays, or encoded images streamed for pretraining.
 
-    With `train_files`, pretraining reads those files and the arrays (if any) are the
+    With `train_stream`, pretraining reads those images and the arrays (if any) are the
     decoded labelled images the kNN monitor uses. Labels and the test split are optional.
     """
 
@@ -28,13 +108,13 @@ class DataSource:
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     x_unlabelled: np.ndarray | None = None
-    train_files: list[str] | None = None
+    train_stream: EncodedImages | None = None
 
     @property
-    def pretrain_images(self) -> np.ndarray | list[str]:
-        """Every training image (or file), labelled or not: SimSiam needs no labels."""
-        if self.train_files is not None:
-            return self.train_files
+    def pretrain_images(self) -> np.ndarray | EncodedImages:
+        """Every training image, labelled or not: SimSiam needs no labels."""
+        if self.train_stream is not None:
+            return self.train_stream
         if self.x_unlabelled is None:
             return self.x_train
         return np.concatenate([self.x_train, self.x_unlabelled])
@@ -95,11 +175,17 @@ def load_npz(path: str) -> DataSource:
     return from_arrays(f"npz:{path}", **arrays)
 
 
-def load_tfds(name: str, data_dir: str | None = None) -> DataSource:
-    """A prepared TFDS image dataset, read offline into memory (for CIFAR/STL-sized data).
+def _image_key(builder) -> str:
+    import tensorflow_datasets as tfds
 
-    STL-10's `unlabelled` split joins the pretraining images; `train`/`test` serve the kNN monitor.
-    """
+    features = builder.info.features
+    keys = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+    if not keys:
+        raise ValueError(f"--dataset {builder.name}: has no image feature (features: {', '.join(features)})")
+    return "image" if "image" in keys else keys[0]
+
+
+def _tfds_builder(name: str, data_dir: str | None):
     import tensorflow_datasets as tfds
 
     try:
@@ -107,21 +193,54 @@ def load_tfds(name: str, data_dir: str | None = None) -> DataSource:
     except Exception as error:  # tfds raises several types for unknown names
         raise ValueError(f"--dataset {name}: not a TFDS dataset ({error.__class__.__name__})") from None
     if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"--dataset {name}: not prepared in {builder.data_dir}; run `tfds build {name}` "
-            "on a machine with internet (or put the files in manual_dir for imagenet2012) and pass --data-dir"
-        )
+        how = ("put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in the manual_dir "
+               f"({os.path.join(builder.data_dir_root, 'downloads', 'manual')}) and run `tfds build imagenet2012`"
+               if name.split("/")[0].split(":")[0] == "imagenet2012"
+               else f"run `tfds build {name}` on a machine with internet")
+        raise FileNotFoundError(f"--dataset {name}: not prepared in {builder.data_dir}; {how}, then pass --data-dir")
+    return builder
+
+
+def _streams(builder) -> bool:
+    """Whether the dataset is read as encoded images: variable image sizes, or too large for memory."""
+    shape = builder.info.features[_image_key(builder)].shape
+    return None in shape or (builder.info.dataset_size or 0) * DECODED_PER_ENCODED_BYTE > DATA_MEMORY_BUDGET_BYTES
+
+
+def load_tfds(name: str, data_dir: str | None = None, image_size: int = 224, monitor_images: int = 10000) -> DataSource:
+    """A prepared TFDS image dataset, read offline.
+
+    Small fixed-size datasets (CIFAR, STL-10) are read into memory; the others (ImageNet) stream
+    their encoded images, and up to `monitor_images` of train and test/validation are decoded at
+    `image_size` for the kNN monitor. STL-10's `unlabelled` split joins the pretraining images.
+    """
+    import tensorflow_datasets as tfds
+
+    builder = _tfds_builder(name, data_dir)
     splits = builder.info.splits
+    test_split = next((s for s in ("test", "validation") if s in splits), None)
+    pretrain_splits = ["train"] + (["unlabelled"] if "unlabelled" in splits else [])
+    image_key = _image_key(builder)
+    label_key = "label" if "label" in builder.info.features else None
+    if _streams(builder):
+        source = DataSource(name, None, train_stream=TFDSImages(name, pretrain_splits, data_dir))
+        if label_key and test_split:
+            def encoded(split: str):
+                ds = builder.as_dataset(split=split, decoders={image_key: tfds.decode.SkipDecoding()})
+                return ds.take(monitor_images).map(lambda e: (e[image_key], e[label_key]))
+
+            source.x_train, source.y_train = decode_for_eval(encoded("train"), image_size)
+            source.x_test, source.y_test = decode_for_eval(encoded(test_split), image_size)
+        return source
 
     def read(split: str) -> dict[str, np.ndarray]:
         return tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
 
     train = read("train")
-    test_split = next((s for s in ("test", "validation") if s in splits), None)
     test = read(test_split) if test_split else {}
-    source = from_arrays(name, train["image"], train.get("label"), test.get("image"), test.get("label"))
+    source = from_arrays(name, train[image_key], train.get(label_key), test.get(image_key), test.get(label_key))
     if "unlabelled" in splits:
-        source.x_unlabelled = _as_rgb_uint8(read("unlabelled")["image"], "unlabelled")
+        source.x_unlabelled = _as_rgb_uint8(read("unlabelled")[image_key], "unlabelled")
     return source
 
 
@@ -135,7 +254,7 @@ def load_source(spec: str, image_size: int = 32, seed: int = 0, data_dir: str | 
         return load_npz(spec[len("npz:"):])
     if spec.startswith("folder:"):
         return load_folder(spec[len("folder:"):], image_size)
-    return load_tfds(spec, data_dir)
+    return load_tfds(spec, data_dir, image_size)
 
 
 def describe(source: DataSource) -> dict[str, Any]:
@@ -144,7 +263,8 @@ def describe(source: DataSource) -> dict[str, Any]:
         "name": source.name,
         "train_images": len(source.pretrain_images),
         "test_images": int(len(source.x_test)) if source.x_test is not None else 0,
-        "image_shape": list(source.x_train.shape[1:]) if source.train_files is None else None,
+        "image_shape": list(source.x_train.shape[1:]) if source.train_stream is None else None,
+        "streamed": source.train_stream is not None,
         "num_classes": source.num_classes,
     }
 
@@ -211,30 +331,39 @@ def list_image_folder(path: str) -> dict[str, FileSplit]:
     return splits
 
 
-def decode_for_eval(files: list[str], labels: np.ndarray | None, image_size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Files decoded to uint8 arrays at `image_size` (shorter side resized, centre crop); bad files dropped."""
+def decode_for_eval(encoded, image_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Encoded images decoded to uint8 arrays at `image_size` (shorter side resized, centre crop).
+
+    `encoded` is a tf.data.Dataset of encoded bytes, or of (bytes, label) pairs; images that do
+    not decode are dropped with their labels.
+    """
     import tensorflow as tf
 
     from simsiam_keras.decode import decode_image
 
-    index = np.arange(len(files))
+    labelled = isinstance(encoded.element_spec, tuple)
 
-    def load(path, i):
-        image, ok = decode_image(tf.io.read_file(path))
+    def load(data, label=-1):
+        image, ok = decode_image(data)
         shape = tf.cast(tf.shape(image)[:2], tf.float32)
         scaled = tf.cast(tf.math.ceil(shape * image_size / tf.reduce_min(shape)), tf.int32)
         image = tf.image.resize(image, scaled, antialias=True)
         image = tf.image.resize_with_crop_or_pad(image, image_size, image_size)
-        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), i, ok
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), tf.cast(label, tf.int64), ok
 
-    ds = tf.data.Dataset.from_tensor_slices((files, index)).map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    images, kept = [], []
-    for batch, i, ok in ds.batch(256):
+    images, labels = [], []
+    for batch, label, ok in encoded.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(256):
         images.append(batch.numpy()[ok.numpy()])
-        kept.append(i.numpy()[ok.numpy()])
-    kept_index = np.concatenate(kept)
+        labels.append(label.numpy()[ok.numpy()])
     x = np.concatenate(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
-    return x, (labels[kept_index] if labels is not None else None)
+    return x, (np.concatenate(labels) if labelled and labels else None)
+
+
+def _read_files(files: list[str], labels: np.ndarray | None):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(files).map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds if labels is None else tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(labels)))
 
 
 def load_folder(path: str, image_size: int, monitor_images: int = 10000) -> DataSource:
@@ -247,15 +376,15 @@ def load_folder(path: str, image_size: int, monitor_images: int = 10000) -> Data
     train = splits["train"]
     if not _any_decodes(train.files):
         raise ValueError(f"--dataset folder:{path}: none of the {len(train.files)} train images could be decoded")
-    source = DataSource(f"folder:{path}", None, train_files=train.files)
+    source = DataSource(f"folder:{path}", None, train_stream=ImageFiles(train.files))
     test = next((splits[s] for s in ("test", "val", "validation") if s in splits), None)
     if train.labels is not None and test is not None and test.labels is not None:
         def subset(split: FileSplit) -> tuple[list[str], np.ndarray]:
             keep = np.linspace(0, len(split.files) - 1, min(monitor_images, len(split.files))).astype(int)
             return [split.files[i] for i in keep], split.labels[keep]
 
-        source.x_train, source.y_train = decode_for_eval(*subset(train), image_size)
-        source.x_test, source.y_test = decode_for_eval(*subset(test), image_size)
+        source.x_train, source.y_train = decode_for_eval(_read_files(*subset(train)), image_size)
+        source.x_test, source.y_test = decode_for_eval(_read_files(*subset(test)), image_size)
     return source
 
 
