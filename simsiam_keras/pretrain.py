@@ -16,6 +16,7 @@ from simsiam_keras import pipeline, sources
 from simsiam_keras.augment import SimSiamAugment
 from simsiam_keras.callbacks import HistoryCSV, KNNMonitor
 from simsiam_keras.config import SimSiamConfig
+from simsiam_keras.curves import plot_history
 from simsiam_keras.distribute import check_batch_size, make_strategy
 from simsiam_keras.model import SimSiam, build_simsiam
 from simsiam_keras.optimizers import make_optimizers
@@ -104,4 +105,6 @@ def pretrain(config: SimSiamConfig, source: sources.DataSource | None = None, ve
         knn_before = monitor.evaluate()
         print(f"random init: knn_acc {knn_before:.4f}")
     model.save(os.path.join(config.output_dir, "model.keras"))
+    if history:
+        plot_history([config.output_dir], os.path.join(config.output_dir, "curves.png"))
     return PretrainResult(model, history, config.output_dir, time.time() - start, knn_before)

@@ -1,0 +1,39 @@
+"""Figure 2 of the paper from pretraining runs: loss, z_std (with 1/sqrt(d)) and kNN accuracy.
+
+    python scripts/plot_history.py runs/simsiam
+    python scripts/plot_history.py runs/simsiam runs/no_stop_grad --labels "stop-grad" "no stop-grad" --output fig2.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from simsiam_keras.curves import plot_history
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="pretraining run directories (with history.csv)")
+    p.add_argument("--output", help="PNG to write (default: RUN_DIR/curves.png for one run, curves.png for several)")
+    p.add_argument("--labels", nargs="+", help="legend labels, one per run (default: the directory names)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    output = Path(args.output or (Path(args.run_dirs[0]) / "curves.png" if len(args.run_dirs) == 1 else "curves.png"))
+    try:
+        if not output.parent.is_dir():
+            raise FileNotFoundError(f"--output {output}: no such directory {output.parent}")
+        path = plot_history(args.run_dirs, output, args.labels)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
