@@ -99,3 +99,86 @@ def test_file_pipeline_accepts_a_keras_layer_as_augmentation(tmp_path):
     layer = keras.layers.RandomFlip("horizontal")
     x1, x2 = next(iter(two_view_dataset(files, layer, 3, repeat=False)))
     assert x1.shape == (3, 16, 16, 3)
+
+
+def _identity(image):
+    return image
+
+
+def _shard_images(images, num_shards=2, global_batch=8, **kwargs):
+    """What each input worker's pipeline yields in one epoch, as in distribute_datasets_from_function."""
+    import tensorflow as tf
+
+    from simsiam_keras.pipeline import input_fn
+
+    fn = input_fn(images, _identity, global_batch, seed=0, repeat=False, **kwargs)
+    out = []
+    for worker in range(num_shards):
+        context = tf.distribute.InputContext(num_shards, worker, num_replicas_in_sync=num_shards)
+        out.append([x1.numpy() for x1, _ in fn(context)])
+    return out
+
+
+def test_two_workers_see_disjoint_images_whose_union_is_the_epoch():
+    # Image i is filled with the value i, so a view tells which image it came from.
+    images = np.broadcast_to(np.arange(16, dtype=np.uint8)[:, None, None, None], (16, 4, 4, 3)).copy()
+    worker0, worker1 = _shard_images(images)
+    ids = [sorted(int(v[0, 0, 0]) for batch in worker for v in batch) for worker in (worker0, worker1)]
+    assert all(batch.shape == (4, 4, 4, 3) for batch in worker0 + worker1)  # per-replica batches
+    assert not set(ids[0]) & set(ids[1]) and sorted(ids[0] + ids[1]) == list(range(16))
+
+
+def test_two_workers_shard_image_files_too(tmp_path):
+    import tensorflow as tf
+
+    files = []
+    for i in range(8):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(tf.io.encode_png(np.full((4, 4, 3), i * 10, np.uint8)).numpy())
+        files.append(str(path))
+    worker0, worker1 = _shard_images(files, global_batch=4)
+    ids = [sorted(int(v[0, 0, 0]) // 10 for batch in worker for v in batch) for worker in (worker0, worker1)]
+    assert not set(ids[0]) & set(ids[1]) and sorted(ids[0] + ids[1]) == list(range(8))
+
+
+def test_workers_draw_different_augmentations():
+    import tensorflow as tf
+
+    from simsiam_keras.pipeline import input_fn
+
+    images = np.repeat(np.random.default_rng(0).integers(0, 256, (1, 20, 20, 3), dtype=np.uint8), 16, axis=0)
+    fn = input_fn(images, SimSiamAugment(16, make_config("cifar").augment), 8, seed=0, shuffle=False, deterministic=True)
+    views = [next(iter(fn(tf.distribute.InputContext(2, w, 2))))[0].numpy() for w in (0, 1)]
+    assert not np.allclose(views[0], views[1]), "both workers drew the same augmentations"
+
+
+def test_decoded_cache_skips_bad_files_once_and_keeps_augmenting(tmp_path):
+    from simsiam_keras.pipeline import SkippedFiles
+
+    files, num_bad = write_image_files(tmp_path, size=(24, 24))
+    skipped = SkippedFiles()
+    ds = two_view_dataset(files, SimSiamAugment(16), 6, skipped=skipped, cache_decoded=True, deterministic=True)
+    it = iter(ds)
+    epoch1, epoch2 = next(it), next(it)  # 6 good images: one batch per epoch
+    assert int(skipped.count.numpy()) == num_bad  # counted in the pass that filled the cache only
+    assert epoch1[0].shape == (6, 16, 16, 3) and epoch1[0].dtype == np.float32
+    assert not np.allclose(np.sort(epoch1[0].numpy().ravel()), np.sort(epoch2[0].numpy().ravel()))
+    assert all(float(m) > 0 for m in np.max(epoch2[0].numpy(), axis=(1, 2, 3)))
+
+
+def test_cache_decision():
+    from simsiam_keras.pipeline import cache_pays
+    from simsiam_keras.sources import EncodedImages, ImageFiles
+
+    class Huge(EncodedImages):
+        def __len__(self):
+            return 10**6
+
+        def decoded_bytes_estimate(self):
+            return 10**12
+
+    assert not cache_pays(np.zeros((4, 8, 8, 3), np.uint8), "on")
+    assert cache_pays(Huge(), "on") and not cache_pays(Huge(), "auto")
+    assert not cache_pays(EncodedImages(), "auto")  # an unknown size is never cached by default
+    with pytest.raises(ValueError, match="--cache-decoded must be one of"):
+        cache_pays(ImageFiles([]), "maybe")

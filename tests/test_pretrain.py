@@ -91,7 +91,11 @@ def test_short_pretraining_raises_knn_accuracy_on_synthetic_data(tmp_path):
     assert result.history["knn_acc"][-1] > monitor_start + 0.07, (monitor_start, result.history["knn_acc"])
 
 
-def test_cli_pretrains_on_a_folder_with_bad_files(tmp_path):
+@pytest.mark.parametrize("runtime", [
+    ["--cache-decoded", "off"],
+    ["--cache-decoded", "on", "--strategy", "mirrored", "--cpu-replicas", "2"],
+], ids=["crop-while-decoding", "cached-mirrored"])
+def test_cli_pretrains_on_a_folder_with_bad_files(tmp_path, runtime):
     from tests.test_pipeline import write_image_files
 
     data = tmp_path / "images"
@@ -101,7 +105,7 @@ def test_cli_pretrains_on_a_folder_with_bad_files(tmp_path):
         write_image_files(data / "test" / label, good=4)
     out = tmp_path / "run"
     result = run_cli("--dataset", f"folder:{data}", *TINY, "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "4",
-                     "--knn-every", "1", "--output-dir", str(out))
+                     "--knn-every", "1", "--output-dir", str(out), *runtime)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "warning: skipped" in result.stdout and "could not be decoded in epoch 1" in result.stdout
     with open(out / "history.csv") as f:

@@ -70,6 +70,63 @@ def test_prepared_tfds_dataset_loads_offline(tmp_path):
     assert source.has_labels and source.num_classes == 3 and source.x_unlabelled is None
 
 
+class TinyPhotos:
+    """Registered lazily: a TFDS dataset of variable-size JPEGs, so the source streams it like ImageNet."""
+
+    builder = None
+
+    @classmethod
+    def prepare(cls, data_dir):
+        import tensorflow_datasets as tfds
+
+        if cls.builder is None:
+            class TinyPhotosBuilder(tfds.core.GeneratorBasedBuilder):
+                VERSION = tfds.core.Version("1.0.0")
+                name = "tiny_photos"
+
+                def _info(self):
+                    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+                        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                        "label": tfds.features.ClassLabel(num_classes=2),
+                    }))
+
+                def _split_generators(self, dl_manager):
+                    return {"train": self._generate_examples(12, 0), "test": self._generate_examples(6, 1)}
+
+                def _generate_examples(self, n, seed):
+                    rng = np.random.default_rng(seed)
+                    for i in range(n):
+                        shape = (20 + 3 * i, 30 - i, 3)
+                        yield i, {"image": rng.integers(0, 256, shape, dtype=np.uint8), "label": i % 2}
+
+            cls.builder = TinyPhotosBuilder
+        cls.builder(data_dir=str(data_dir)).download_and_prepare()
+
+
+def test_large_or_variable_size_tfds_dataset_streams_encoded_images(tmp_path):
+    from simsiam_keras.augment import SimSiamAugment
+    from simsiam_keras.pipeline import two_view_dataset
+    from simsiam_keras.sources import TFDSImages
+
+    TinyPhotos.prepare(tmp_path)
+    source = load_source("tiny_photos", image_size=16, data_dir=str(tmp_path))
+    assert isinstance(source.pretrain_images, TFDSImages) and len(source.pretrain_images) == 12
+    # The kNN monitor's splits are decoded at the image size, with their labels.
+    assert source.x_train.shape == (12, 16, 16, 3) and source.x_test.shape == (6, 16, 16, 3)
+    assert sorted(source.y_test) == [0, 0, 0, 1, 1, 1]
+    x1, x2 = next(iter(two_view_dataset(source.pretrain_images, SimSiamAugment(16), 4)))
+    assert x1.shape == x2.shape == (4, 16, 16, 3) and x1.dtype == "float32"
+    assert not np.allclose(x1.numpy(), x2.numpy())
+    # Two workers read disjoint parts of the split that together make all of it.
+    shards = [{bytes(b) for b in source.pretrain_images.dataset(2, i, shuffle=False).as_numpy_iterator()} for i in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 6 and not shards[0] & shards[1]
+
+
+def test_unprepared_imagenet_names_the_manual_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"imagenet2012: not prepared .*manual_dir .*tfds build imagenet2012"):
+        load_source("imagenet2012", data_dir=str(tmp_path))
+
+
 def _touch(path, content=b"x"):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
