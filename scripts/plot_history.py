@@ -25,8 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     output = Path(args.output or (Path(args.run_dirs[0]) / "curves.png" if len(args.run_dirs) == 1 else "curves.png"))
     try:
-        if not output.parent.is_dir():
-            raise FileNotFoundError(f"--output {output}: no such directory {output.parent}")
         path = plot_history(args.run_dirs, output, args.labels)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

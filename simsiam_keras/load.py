@@ -68,8 +68,13 @@ def resolve_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
     if kind is not None:
         candidates = [c for c in candidates if c.kind == kind]
     if not candidates:
-        wanted = f"a {kind} model" if kind else "model.keras, saved_model/ or model.onnx"
+        wanted = f"{kind} model" if kind else "model.keras, saved_model/ or model.onnx"
         raise ValueError(f"--checkpoint {path}: found no {wanted} there (expected a run directory or an export folder)")
+    if candidates[0].metadata.get("kind", "backbone") != "backbone":
+        raise ValueError(
+            f"--checkpoint {path}: an exported {candidates[0].metadata['kind']} has no {OUTPUT_NAME!r} output; "
+            "use the backbone's export or the run directory"
+        )
     return candidates[0]
 
 
@@ -100,6 +105,8 @@ def _saved_model_backbone(path: Path, image_size: int | None) -> keras.Model:
     inputs = keras.Input((image_size, image_size, 3), name=INPUT_NAME)
     outputs = layer(inputs)
     if isinstance(outputs, dict):
+        if OUTPUT_NAME not in outputs and len(outputs) != 1:
+            raise ValueError(f"--checkpoint {path}: no {OUTPUT_NAME!r} output in the serve signature ({', '.join(outputs)})")
         outputs = outputs[OUTPUT_NAME] if OUTPUT_NAME in outputs else next(iter(outputs.values()))
     return keras.Model(inputs, outputs, name=path.parent.name if path.name == "saved_model" else path.name)
 
@@ -153,10 +160,10 @@ def _onnx_extractor(path: Path, metadata: dict[str, Any]) -> FeatureExtractor:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs, outputs = session.get_inputs(), session.get_outputs()
     names = [i.name for i in inputs]
-    if len(inputs) != 1 and INPUT_NAME not in names:
-        raise ValueError(f"--checkpoint {path}: expected one input named {INPUT_NAME!r}, found {names}")
     if len(inputs) != 1:
-        raise ValueError(f"--checkpoint {path}: the ONNX model needs inputs besides {INPUT_NAME!r}: {names}")
+        raise ValueError(f"--checkpoint {path}: expected one input ({INPUT_NAME!r}), the ONNX model has {names}")
+    if OUTPUT_NAME not in [o.name for o in outputs] and len(outputs) != 1:
+        raise ValueError(f"--checkpoint {path}: no {OUTPUT_NAME!r} output ({', '.join(o.name for o in outputs)})")
     output = next((o.name for o in outputs if o.name == OUTPUT_NAME), outputs[0].name)
     input_name = inputs[0].name
     image_size = metadata.get("image_size") or inputs[0].shape[1]

@@ -1,0 +1,91 @@
+"""Figure 2 panels from history.csv: loss, z_std with its 1/sqrt(d) line, kNN accuracy; the plot script."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from simsiam_keras.callbacks import HistoryCSV
+from simsiam_keras.curves import history_figure
+
+SCRIPT = Path(__file__).parent.parent / "scripts" / "plot_history.py"
+
+
+def _fake_run(path: Path, proj_dim: int, rows: list[dict]) -> Path:
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"proj_dim": proj_dim}))
+    history = HistoryCSV(str(path / "history.csv"))
+    history.on_train_begin()
+    for epoch, logs in enumerate(rows):
+        history.on_epoch_end(epoch, logs)
+    return path
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    healthy = _fake_run(tmp_path / "stop_grad", 64, [
+        {"loss": -0.3, "z_std": 0.12}, {"loss": -0.6, "z_std": 0.12, "knn_acc": 0.4},
+        {"loss": -0.7, "z_std": 0.12}, {"loss": -0.8, "z_std": 0.12, "knn_acc": 0.6},
+    ])
+    collapsed = _fake_run(tmp_path / "no_stop_grad", 64, [
+        {"loss": -0.9, "z_std": 0.01, "knn_acc": 0.1}, {"loss": -1.0, "z_std": 0.0, "knn_acc": 0.1},
+    ])
+    return healthy, collapsed
+
+
+def _main():
+    spec = importlib.util.spec_from_file_location("plot_history_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_three_panels_overlay_the_runs_with_the_reference_line(two_runs):
+    figure = history_figure(two_runs)
+    loss, z_std, knn = figure.axes
+    assert len(figure.axes) == 3
+    for ax in (loss, z_std, knn):
+        assert [line.get_label() for line in ax.lines[:2]] == ["stop_grad", "no_stop_grad"]
+        assert ax.get_legend() is not None
+    np.testing.assert_array_equal(loss.lines[0].get_ydata(), [-0.3, -0.6, -0.7, -0.8])
+    reference = z_std.lines[2]
+    assert reference.get_ydata()[0] == pytest.approx(1 / math.sqrt(64))
+    assert z_std.get_ylim()[1] > 1 / math.sqrt(64), "the reference line must be in view"
+    # Epochs without kNN are blanks in history.csv: only the measured points are drawn.
+    np.testing.assert_array_equal(knn.lines[0].get_xdata(), [2, 4])
+    np.testing.assert_array_equal(knn.lines[0].get_ydata(), [0.4, 0.6])
+
+
+def test_script_writes_the_figure_for_two_runs(two_runs, tmp_path, capsys):
+    output = tmp_path / "fig2.png"
+    assert _main()([*map(str, two_runs), "--output", str(output), "--labels", "stop-grad", "no stop-grad"]) == 0
+    pixels = imread(output)
+    assert pixels.shape[:2] == (400, 1500)  # 15 x 4 inches at 100 dpi: three panels side by side
+    assert pixels[..., :3].std() > 0.05, "a blank image"
+    assert str(output) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["{missing}"], "no history.csv"), (["{run}", "--labels", "a", "b"], "--labels: got 2 labels for 1 runs")],
+)
+def test_script_mistakes_get_one_line(two_runs, tmp_path, capsys, args, message):
+    args = [a.format(missing=tmp_path / "nope", run=two_runs[0]) for a in args]
+    assert _main()(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_pretraining_draws_the_curves_into_its_run_directory(tiny_config, tmp_path):
+    from simsiam_keras.pretrain import pretrain
+    from simsiam_keras.sources import from_arrays
+    from simsiam_keras.synthetic import make_synthetic
+
+    tiny_config.output_dir = str(tmp_path / "run")
+    tiny_config.epochs, tiny_config.steps_per_epoch = 1, 2
+    pretrain(tiny_config, from_arrays("synthetic", **make_synthetic(64, 16, image_size=16)), verbose=0)
+    assert imread(tmp_path / "run" / "curves.png").shape[:2] == (400, 1500)
