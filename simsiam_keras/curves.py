@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 HISTORY_FILE = "history.csv"
 PANELS = (("loss", "training loss"), ("z_std", "std of l2-normalised z"), ("knn_acc", "kNN accuracy"))
@@ -70,6 +71,7 @@ def history_figure(run_dirs: Sequence[str | Path], labels: Sequence[str] | None 
     for ax, (column, title) in zip(axes, PANELS):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
             # Healthy z_std hugs the top (1/sqrt(d)) and collapsed z_std the bottom: keep the middle free.
