@@ -7,11 +7,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-import os
-
-from simsiam_keras.benchmark import input_throughput_arrays, input_throughput_files, train_throughput, write_jpeg_folder
+from simsiam_keras.benchmark import input_benchmark, train_throughput
 from simsiam_keras.distribute import STRATEGIES
 from simsiam_keras.pretrain import MIXED_PRECISION
 
@@ -54,31 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _print_stages(title: str, stages: dict[str, float], train: float, model: str) -> None:
+def report_input(**kwargs) -> int:
     cores = os.cpu_count() or 1
-    print(f"{title}, {cores} cores:")
-    for stage, rate in stages.items():
-        print(f"  {stage:<12} {rate:9.1f} pairs/s  {rate / cores:8.1f} pairs/s per core")
-    slower = "input pipeline" if list(stages.values())[-1] < train else "train step"
-    print(f"  train step {model}: {train:.1f} pairs/s -> bottleneck: {slower}")
-
-
-def report_input(
-    batch_size: int, batches: int, backbone_width: int, jpeg_dir: str, jpeg_batch_size: int, train_batch_size: int
-) -> int:
-    """(a) in-memory 32x32 arrays, cifar preset; (b) a JPEG folder at 224, imagenet preset; each vs its train step."""
-    stages = input_throughput_arrays("cifar", 32, batch_size=batch_size, batches=batches)
-    train = train_throughput("resnet18_cifar", backbone_width, 32, batch_size, preset="cifar")["images_per_second"]
-    _print_stages(f"input (a) in-memory 32x32 arrays, cifar preset, batch {batch_size}", stages, train,
-                  f"resnet18_cifar width {backbone_width}")
-    files = sorted(os.path.join(jpeg_dir, f) for f in os.listdir(jpeg_dir)) if os.path.isdir(jpeg_dir) else []
-    if not files:
-        files = write_jpeg_folder(jpeg_dir)
-    stages = input_throughput_files(files, "imagenet", 224, jpeg_batch_size, batches=max(3, batches // 4))
-    train = train_throughput("resnet50", backbone_width, 224, train_batch_size, steps=3, warmup_steps=1,
-                             preset="imagenet")["images_per_second"]
-    _print_stages(f"input (b) folder of {len(files)} JPEGs at 224, imagenet preset, batch {jpeg_batch_size}", stages,
-                  train, f"resnet50 width {backbone_width} batch {train_batch_size}")
+    for title, rates in input_benchmark(**kwargs).items():
+        train = rates.pop("train step")
+        print(f"input {title}, {cores} cores:")
+        for stage, rate in rates.items():
+            print(f"  {stage:<12} {rate:9.1f} pairs/s  {rate / cores:8.1f} pairs/s per core")
+        streamed = [rate for stage, rate in rates.items() if stage != "cached"][-1]
+        slower = "input pipeline" if streamed < train else "train step"
+        print(f"  train step   {train:9.1f} pairs/s -> bottleneck: {slower}")
     return 0
 
 

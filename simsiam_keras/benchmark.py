@@ -12,7 +12,6 @@ import tensorflow as tf
 
 from simsiam_keras.augment import SimSiamAugment, random_resized_crop, resize_crop
 from simsiam_keras.config import make_config
-from simsiam_keras.decode import decode_and_random_crop, decode_image
 from simsiam_keras.distribute import make_strategy
 from simsiam_keras.pipeline import two_view_dataset
 from simsiam_keras.pretrain import build_compiled_model
@@ -117,41 +116,54 @@ def input_throughput_files(
     files: list[str], preset: str = "imagenet", image_size: int = 224, batch_size: int = 64,
     batches: int = 10, warmup: int = 3,
 ) -> dict[str, float]:
-    """Pairs of views per second from image files, per cumulative stage (read+decode, crops, colour, blur)."""
-    config = make_config(preset, image_size=image_size)
-    augment = SimSiamAugment(image_size, config.augment)
-    c = augment.config
+    """Pairs of views per second from image files through `two_view_dataset`, per cumulative stage.
 
-    def decode_full(data, seed):
-        image, _ = decode_image(data)
+    `read+decode` decodes whole images; `+crops` crops each view while decoding (JPEG);
+    `+colour` and `+blur` add the rest of the recipe. `cached` is the full recipe on images
+    decoded once and kept in memory (`--cache-decoded`), timed after the pass that fills it.
+    """
+    config = make_config(preset, image_size=image_size)
+    c = config.augment
+    crops_only = dataclasses.replace(c, flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+
+    def decode_only(image, seed):
         return resize_crop(image, image_size)
 
-    def crop(data, seed):
-        region, _ = decode_and_random_crop(data, c.crop_scale, c.crop_ratio, augment.crop_seed(seed))
-        return resize_crop(region, image_size)
-
-    def full(without_blur: bool):
-        aug = SimSiamAugment(image_size, dataclasses.replace(c, blur_prob=0.0)) if without_blur else augment
-        return lambda data, seed: aug.appearance(crop(data, seed), seed)
-
-    stages = {"read+decode": decode_full, "+crops": crop, "+colour": full(True), "+blur": full(False)}
-    return {
-        stage: _pairs_per_second(
-            _path_two_views(files, view, batch_size), batch_size, batches, warmup
-        )
+    stages = {
+        "read+decode": decode_only,
+        "+crops": SimSiamAugment(image_size, crops_only),
+        "+colour": SimSiamAugment(image_size, dataclasses.replace(c, blur_prob=0.0)),
+        "+blur": SimSiamAugment(image_size, c),
+    }
+    rates = {
+        stage: _pairs_per_second(two_view_dataset(files, view, batch_size), batch_size, batches, warmup)
         for stage, view in stages.items()
     }
+    cached = two_view_dataset(files, stages["+blur"], batch_size, cache_decoded=True)
+    rates["cached"] = _pairs_per_second(cached, batch_size, batches, warmup=len(files) // batch_size + 1)
+    return rates
 
 
-def _path_two_views(files: list[str], view: Callable, batch_size: int) -> tf.data.Dataset:
-    """Two views per file from one read, as the training pipeline does, without the skip logic."""
-    seeds = tf.data.Dataset.random(seed=0).batch(2)
-    ds = tf.data.Dataset.zip((tf.data.Dataset.from_tensor_slices(files).repeat(), seeds))
+def input_benchmark(
+    batch_size: int = 256, batches: int = 20, backbone_width: int = 64, jpeg_dir: str = "/tmp/simsiam_benchmark_jpegs",
+    jpeg_batch_size: int = 64, train_batch_size: int = 32,
+) -> dict[str, dict[str, float]]:
+    """Both input cases of `benchmark.py input`, each with the train-step rate of its preset (pairs/s).
 
-    def two_views(path, seed):
-        data = tf.io.read_file(path)
-        seed1, seed2 = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        return view(data, seed1), view(data, seed2)
-
-    ds = ds.map(two_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    (a) in-memory 32x32 arrays, cifar preset, against resnet18_cifar; (b) a folder of JPEGs at
+    224 (2,000 images of 500x375 are generated in `jpeg_dir` if it has none), imagenet preset,
+    against resnet50.
+    """
+    arrays = input_throughput_arrays("cifar", 32, batch_size=batch_size, batches=batches)
+    arrays["train step"] = train_throughput("resnet18_cifar", backbone_width, 32, batch_size, preset="cifar")[
+        "images_per_second"]
+    files = sorted(os.path.join(jpeg_dir, f) for f in os.listdir(jpeg_dir)) if os.path.isdir(jpeg_dir) else []
+    files = files or write_jpeg_folder(jpeg_dir)
+    jpegs = input_throughput_files(files, "imagenet", 224, jpeg_batch_size, batches=max(3, batches // 4))
+    jpegs["train step"] = train_throughput("resnet50", backbone_width, 224, train_batch_size, steps=3, warmup_steps=1,
+                                           preset="imagenet")["images_per_second"]
+    return {
+        f"(a) in-memory 32x32 arrays, cifar preset, batch {batch_size}; train step resnet18_cifar width {backbone_width}": arrays,
+        f"(b) folder of {len(files)} JPEGs at 224, imagenet preset, batch {jpeg_batch_size}; "
+        f"train step resnet50 width {backbone_width} batch {train_batch_size}": jpegs,
+    }
