@@ -1,0 +1,538 @@
+"""Export: the frozen backbone, or the linear classifier, as a SavedModel and an ONNX file.
+
+An export folder holds the inference graph only (no projector, predictor or optimizer state),
+with the input normalisation inside it, so callers feed float32 RGB pixels in [0, 255]:
+
+    NAME/saved_model/   signature `serve`: input `images` -> `features` (or `probabilities`, `logits`)
+    NAME/model.onnx     opset 17, dynamic batch, same input and output names
+    NAME/metadata.json  what the folder holds, where it came from, and the parity figures
+
+Each export is checked at export time: the Keras model, the SavedModel and ONNX Runtime
+must agree on a fixed batch of images to 1e-4 of the feature scale, or nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from importlib import metadata as package_metadata
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from simsiam_keras.config import SimSiamConfig
+from simsiam_keras.load import INPUT_NAME, METADATA, OUTPUT_NAME
+from simsiam_keras.synthetic import make_synthetic
+
+FORMATS = ("saved_model", "onnx")
+SAVED_MODEL_DIR = "saved_model"
+ONNX_FILE = "model.onnx"
+ONNX_OPSET = 17
+SIGNATURE = "serve"
+PARITY_TOLERANCE = 1e-4
+# The fixed parity batch is run as two batches of different sizes, which also checks that
+# the batch dimension is dynamic in every format.
+PARITY_BATCHES = (1, 7)
+CLASSIFIER_SIDECAR = "classifier.json"
+
+Outputs = Callable[[tf.Tensor], dict[str, tf.Tensor]]
+
+
+class ParityError(RuntimeError):
+    """An exported format disagrees with the Keras model beyond the tolerance."""
+
+
+@dataclasses.dataclass
+class ExportResult:
+    output_dir: Path
+    metadata: dict[str, Any]
+    seconds: float
+    # Bytes on disk per entry of the export folder (`saved_model` is the folder's total).
+    sizes: dict[str, int]
+
+
+# -- preparing the model -------------------------------------------------------------------
+
+
+def _float32_config(obj: Any) -> Any:
+    """A serialised model with every dtype policy float32 and BatchNorm unsynchronised."""
+    if isinstance(obj, list):
+        return [_float32_config(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if obj.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+        return {**obj, "class_name": "DTypePolicy", "config": {"name": "float32"}}
+    if obj.get("class_name") == "__keras_tensor__":
+        return {**obj, "config": {**obj["config"], "dtype": "float32"}}
+    out = {k: _float32_config(v) for k, v in obj.items()}
+    if out.get("synchronized") is True:
+        out["synchronized"] = False
+    return out
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same network rebuilt under a float32 policy with the same weights.
+
+    A mixed-precision model computes in bf16/fp16, which ONNX Runtime rejects; inference
+    only needs the float32 weights, which mixed precision keeps anyway. Synchronised
+    BatchNorm only differs in training, so the copy uses the plain layer.
+    """
+    config = _float32_config(keras.saving.serialize_keras_object(model))
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _image_size(model: keras.Model) -> int:
+    shape = model.input_shape
+    if not (len(shape) == 4 and shape[1] and shape[1] == shape[2] and shape[3] == 3):
+        raise ValueError(f"expected a model of square RGB images (None, S, S, 3), got input shape {shape}")
+    return int(shape[1])
+
+
+def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def _normalisation(model: keras.Model) -> dict[str, Any] | None:
+    """The input normalisation baked into the graph, read from the model's Normalization layer."""
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.Normalization):
+            config = layer.get_config()
+            mean = np.ravel(config["mean"]).astype(float)
+            std = np.sqrt(np.ravel(config["variance"]).astype(float))
+            return {
+                "inside_graph": True,
+                "formula": "(images - mean) / std, per RGB channel, on pixels in [0, 255]",
+                "mean": [round(v, 6) for v in mean.tolist()],
+                "std": [round(v, 6) for v in std.tolist()],
+            }
+    return None
+
+
+def parity_images(image_size: int, count: int = sum(PARITY_BATCHES)) -> np.ndarray:
+    """The fixed parity batch: embedded synthetic images (seed 0), float32 in [0, 255]."""
+    return make_synthetic(num_train=count, num_test=0, image_size=image_size, seed=0)["x_train"].astype(np.float32)
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_converters() -> Iterator[None]:
+    """tf2onnx and TF's v1 freezing helpers log every step at INFO/WARNING."""
+    loggers = [logging.getLogger("tf2onnx"), tf.get_logger()]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _write_saved_model(model: keras.Model, outputs: Outputs, path: Path) -> None:
+    """A SavedModel whose `serve` signature maps `images` to the named outputs.
+
+    Written with keras.export.ExportArchive, which tracks the model's variables, so
+    `keras.layers.TFSMLayer(..., trainable=True)` can fine-tune them.
+    """
+    size = _image_size(model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        SIGNATURE,
+        tf.function(outputs, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)]),
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def _write_onnx(saved_model: Path, path: Path) -> None:
+    """ONNX (opset 17, dynamic batch) converted by tf2onnx from the SavedModel's `serve` signature.
+
+    Not tf2onnx.convert.from_keras (broken on Keras 3, onnx/tensorflow-onnx#2448), and not
+    keras' `model.export(format="onnx")`: with Keras 3.15 it turns the Normalization layer's
+    constant mean and variance into extra required graph inputs.
+    """
+    import onnx
+    from tf2onnx import convert, tf_loader
+
+    with _quiet_converters():
+        graph_def, inputs, outputs, tables, renames = tf_loader.from_saved_model(
+            str(saved_model), None, None, [SIGNATURE], [SIGNATURE],
+            return_initialized_tables=True, return_tensors_to_rename=True,
+        )
+        proto, _ = convert.from_graph_def(
+            graph_def, input_names=inputs, output_names=outputs, opset=ONNX_OPSET, tensors_to_rename=renames,
+        )
+    # tf2onnx names the dynamic batch dimension `unk__N`; call it what it is.
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dim = value.type.tensor_type.shape.dim[0]
+        if not dim.HasField("dim_value"):
+            dim.dim_param = "batch"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+# -- parity --------------------------------------------------------------------------------
+
+
+def _in_batches(run: Callable[[np.ndarray], dict[str, np.ndarray]], images: np.ndarray) -> dict[str, np.ndarray]:
+    parts, start = [], 0
+    for size in PARITY_BATCHES:
+        parts.append(run(images[start : start + size]))
+        start += size
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def run_saved_model(path: str | Path, images: np.ndarray) -> dict[str, np.ndarray]:
+    """The `serve` signature of a SavedModel on a batch, as numpy arrays."""
+    signature = tf.saved_model.load(str(path)).signatures[SIGNATURE]
+    return _in_batches(lambda x: {k: v.numpy() for k, v in signature(**{INPUT_NAME: tf.constant(x)}).items()}, images)
+
+
+def run_onnx(path: str | Path, images: np.ndarray) -> dict[str, np.ndarray]:
+    """An ONNX model under ONNX Runtime (CPU) on a batch, as numpy arrays keyed by output name."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return _in_batches(lambda x: dict(zip(names, session.run(names, {INPUT_NAME: x}))), images)
+
+
+def compare_outputs(
+    reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], tolerance: float = PARITY_TOLERANCE
+) -> dict[str, dict[str, float]]:
+    """Max abs difference per output, absolute and relative to the reference's max |value|.
+
+    Raises ParityError when an output is missing, has another shape, or differs by more
+    than `tolerance` relative to its scale.
+    """
+    figures = {}
+    for name, ref in reference.items():
+        if name not in candidate or candidate[name].shape != ref.shape:
+            got = candidate[name].shape if name in candidate else "missing"
+            raise ParityError(f"output {name!r}: expected shape {ref.shape}, got {got}")
+        diff = float(np.max(np.abs(candidate[name].astype(np.float64) - ref)))
+        scale = float(np.max(np.abs(ref))) or 1.0
+        relative = diff / scale
+        if not math.isfinite(relative) or relative > tolerance:
+            raise ParityError(
+                f"output {name!r} differs from the Keras model by {diff:.3g} ({relative:.3g} of its scale {scale:.3g}), "
+                f"above the tolerance {tolerance:g}"
+            )
+        figures[name] = {"max_abs_diff": diff, "scale": scale, "max_rel_diff": relative}
+    return figures
+
+
+# -- metadata ------------------------------------------------------------------------------
+
+
+def config_hash(settings: Mapping[str, Any]) -> str:
+    """sha256 (first 16 hex digits) of a run's settings: config.json without `data` and `output_dir`."""
+    kept = {k: v for k, v in settings.items() if k not in ("data", "output_dir")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def training_info(config: SimSiamConfig | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """How an exported backbone was trained: dataset, epochs, width, precision and config hash."""
+    if config is None:
+        return None
+    settings = config.to_dict() if isinstance(config, SimSiamConfig) else dict(config)
+    return {
+        # config.json's data summary names the data actually used, even when passed in directly.
+        "dataset": (settings.get("data") or {}).get("name") or settings.get("dataset"),
+        "epochs": settings.get("epochs"),
+        "backbone_width": settings.get("backbone_width"),
+        "mixed_precision": settings.get("mixed_precision"),
+        "config_hash": config_hash(settings),
+    }
+
+
+def _run_dir(config: SimSiamConfig | Mapping[str, Any] | None, run_dir: str | Path | None) -> str | None:
+    """The training run's directory, absolute, so evaluations can find it (see load.run_dir_of)."""
+    if run_dir is None and config is not None:
+        run_dir = config.output_dir if isinstance(config, SimSiamConfig) else config.get("output_dir")
+    return str(Path(run_dir).resolve()) if run_dir else None
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("simsiam-keras", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy"):
+        try:
+            versions[name] = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _disk_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+# -- the export ----------------------------------------------------------------------------
+
+
+def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """`saved_model,onnx` (or a sequence) checked against FORMATS, in canonical order."""
+    names = [f.strip() for f in formats.split(",")] if isinstance(formats, str) else list(formats)
+    unknown = sorted(set(names) - set(FORMATS))
+    if unknown or not names:
+        raise ValueError(f"--formats takes a comma-separated subset of {','.join(FORMATS)}, got {','.join(names)!r}")
+    return tuple(f for f in FORMATS if f in names)
+
+
+def check_target(output_dir: str | Path, overwrite: bool = False) -> Path:
+    """The export folder, refused if it exists and `overwrite` is not set (checked before any work)."""
+    target = Path(output_dir)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"--output {target} already exists; pass --overwrite to replace it")
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"--output {target} exists and is not a folder")
+    return target
+
+
+def _replace(staging: Path, target: Path) -> None:
+    """Moves the finished export into place; an old export is removed only once the new one is there."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.rename(target, old / target.name)
+    try:
+        os.rename(staging, target)
+    except BaseException:
+        os.rename(old / target.name, target)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _export(
+    model: keras.Model,
+    outputs: Outputs,
+    output_dir: str | Path,
+    metadata: dict[str, Any],
+    formats: str | Sequence[str],
+    overwrite: bool,
+) -> ExportResult:
+    """Writes the formats into a temporary folder beside the target, checks parity, then renames."""
+    start = time.time()
+    formats = parse_formats(formats)
+    target = check_target(output_dir, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        saved_model = staging / SAVED_MODEL_DIR
+        _write_saved_model(model, outputs, saved_model)
+        images = parity_images(_image_size(model))
+        reference = {k: v.numpy().astype(np.float64) for k, v in outputs(tf.constant(images)).items()}
+        parity: dict[str, Any] = {
+            "images": f"{len(images)} embedded synthetic images (seed 0), run as batches of {list(PARITY_BATCHES)}",
+            "tolerance": PARITY_TOLERANCE,
+            "reference": "keras (float32)",
+        }
+        if "saved_model" in formats:
+            parity["saved_model"] = compare_outputs(reference, run_saved_model(saved_model, images))
+        if "onnx" in formats:
+            _write_onnx(saved_model, staging / ONNX_FILE)
+            parity["onnx"] = compare_outputs(reference, run_onnx(staging / ONNX_FILE, images))
+        if "saved_model" not in formats:
+            shutil.rmtree(saved_model)
+        metadata = {
+            **metadata,
+            "formats": {f: SAVED_MODEL_DIR if f == "saved_model" else ONNX_FILE for f in formats},
+            "signature": SIGNATURE,
+            "onnx_opset": ONNX_OPSET if "onnx" in formats else None,
+            "input": {"name": INPUT_NAME, "shape": [None, *model.input_shape[1:]], "dtype": "float32",
+                      "layout": "NHWC", "channels": "RGB", "range": [0, 255]},
+            "outputs": {name: [None, *value.shape[1:]] for name, value in reference.items()},
+            "parity": parity,
+            "versions": _versions(),
+            "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        (staging / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+        sizes = {name: _disk_size(staging / name) for name in (SAVED_MODEL_DIR, ONNX_FILE, METADATA)
+                 if (staging / name).exists()}
+        _replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(target, metadata, time.time() - start, sizes)
+
+
+def export_backbone(
+    backbone: keras.Model,
+    output_dir: str | Path,
+    *,
+    config: SimSiamConfig | Mapping[str, Any] | None = None,
+    run_dir: str | Path | None = None,
+    formats: str | Sequence[str] = FORMATS,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Exports a backbone as a feature extractor: `images` (float32 [0, 255] NHWC) -> `features`.
+
+    `config` (the run's SimSiamConfig or config.json) fills the training fields of
+    metadata.json. A mixed-precision backbone is exported from a float32 copy.
+    """
+    check_target(output_dir, overwrite)
+    model = float32_copy(backbone)
+    metadata = {
+        "kind": "backbone",
+        "backbone": backbone.name,
+        "image_size": _image_size(model),
+        "feature_dim": int(model.output_shape[-1]),
+        "normalisation": _normalisation(model),
+        "source_dtype_policy": backbone.dtype_policy.name,
+        "training": training_info(config),
+        "run_dir": _run_dir(config, run_dir),
+    }
+    return _export(
+        model, lambda images: {OUTPUT_NAME: model(images, training=False)}, output_dir, metadata, formats, overwrite
+    )
+
+
+def export_classifier(
+    classifier: keras.Model,
+    output_dir: str | Path,
+    class_names: Sequence[str],
+    *,
+    details: Mapping[str, Any] | None = None,
+    config: SimSiamConfig | Mapping[str, Any] | None = None,
+    run_dir: str | Path | None = None,
+    formats: str | Sequence[str] = FORMATS,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Exports backbone + linear head: `images` -> `probabilities` (softmax) and `logits`.
+
+    `classifier` maps images to logits (the linear probe's `classifier.keras`); `details`
+    is its classifier.json, kept in the metadata beside `class_names`.
+    """
+    check_target(output_dir, overwrite)
+    model = float32_copy(classifier)
+    num_classes = int(model.output_shape[-1])
+    if len(class_names) != num_classes:
+        raise ValueError(f"the classifier has {num_classes} outputs but {len(class_names)} class names")
+    details = {k: v for k, v in (details or {}).items() if k != "class_names"}
+    metadata = {
+        "kind": "classifier",
+        "backbone": details.get("backbone", classifier.name),
+        "image_size": _image_size(model),
+        "num_classes": num_classes,
+        "class_names": list(class_names),
+        "normalisation": _normalisation(model),
+        "source_dtype_policy": classifier.dtype_policy.name,
+        "classifier": details,
+        "training": training_info(config),
+        "run_dir": _run_dir(config, run_dir),
+    }
+
+    def outputs(images):
+        logits = model(images, training=False)
+        return {"probabilities": tf.nn.softmax(logits, axis=-1), "logits": logits}
+
+    return _export(model, outputs, output_dir, metadata, formats, overwrite)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    output_dir: str | Path,
+    formats: str | Sequence[str] = FORMATS,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Exports a pretraining run's `model.keras` (its backbone) or a linear probe's `classifier.keras`.
+
+    A run directory stands for its `model.keras`. The run's config.json (beside the model,
+    or one level up for `RUN/linear/classifier.keras`) goes into the metadata.
+    """
+    formats = parse_formats(formats)
+    check_target(output_dir, overwrite)
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"--checkpoint {checkpoint}: no model.keras or classifier .keras file there")
+    if path.suffix != ".keras":
+        raise ValueError(f"--checkpoint {checkpoint}: expected a .keras file or a run directory")
+    sidecar = _read_json(path.with_name(CLASSIFIER_SIDECAR)) if path.name != "model.keras" else None
+    run_dir = path.parent if sidecar is None else path.parent.parent
+    config = _read_json(run_dir / "config.json")
+
+    import simsiam_keras  # noqa: F401  (registers SimSiam before loading)
+    from simsiam_keras.model import SimSiam
+
+    model = keras.models.load_model(path, compile=False, safe_mode=True)
+    if isinstance(model, SimSiam):
+        return export_backbone(model.backbone, output_dir, config=config, run_dir=run_dir, formats=formats,
+                               overwrite=overwrite)
+    if sidecar is None:
+        raise ValueError(
+            f"--checkpoint {checkpoint}: not a SimSiam model, and no {CLASSIFIER_SIDECAR} beside it for a classifier"
+        )
+    return export_classifier(model, output_dir, sidecar["class_names"], details=sidecar, config=config,
+                             run_dir=run_dir, formats=formats, overwrite=overwrite)
+
+
+# -- measurement ---------------------------------------------------------------------------
+
+
+def _images_per_second(run: Callable[[], Any], batch: int, min_seconds: float, min_repeats: int) -> float:
+    run()  # warm-up: graph tracing, session initialisation
+    repeats, start = 0, time.perf_counter()
+    while repeats < min_repeats or time.perf_counter() - start < min_seconds:
+        run()
+        repeats += 1
+    return repeats * batch / (time.perf_counter() - start)
+
+
+def onnx_vs_savedmodel_throughput(
+    export_dir: str | Path, batch: int = 64, min_seconds: float = 5.0, min_repeats: int = 3
+) -> dict[str, Any]:
+    """Inference throughput (images/s) of an export's SavedModel and ONNX model on this machine.
+
+    Both run on the CPU with their default thread pools on the same fixed batch; the first
+    call of each is a warm-up and is not timed.
+    """
+    import onnxruntime
+
+    folder = Path(export_dir)
+    metadata = json.loads((folder / METADATA).read_text())
+    size = metadata["image_size"]
+    images = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    figures: dict[str, Any] = {"batch": batch, "image_size": size, "backbone": metadata.get("backbone"),
+                               "cpu_count": os.cpu_count()}
+    if (folder / SAVED_MODEL_DIR).is_dir():
+        signature = tf.saved_model.load(str(folder / SAVED_MODEL_DIR)).signatures[SIGNATURE]
+        tensor = tf.constant(images)
+        figures["saved_model_images_per_s"] = _images_per_second(
+            lambda: signature(**{INPUT_NAME: tensor}), batch, min_seconds, min_repeats
+        )
+    if (folder / ONNX_FILE).is_file():
+        session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
+        figures["onnx_images_per_s"] = _images_per_second(
+            lambda: session.run(None, {INPUT_NAME: images}), batch, min_seconds, min_repeats
+        )
+    return figures
