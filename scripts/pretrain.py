@@ -22,6 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", help="TFDS data directory")
     p.add_argument("--cache-decoded", choices=CACHE_DECODED,
                    help="keep decoded images in memory after epoch 1 (auto: when a folder fits in 2 GB)")
+    p.add_argument("--data-service", help="grpc://HOST:PORT of a tf.data service dispatcher to run the input pipeline")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="paper recipe to start from (default: quickstart for synthetic data, imagenet otherwise)")
     p.add_argument("--backbone", help="resnet50, resnet18_cifar or a keras.applications name")

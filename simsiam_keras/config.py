@@ -84,6 +84,8 @@ class SimSiamConfig:
     # Input pipeline: keep decoded images in memory after the first epoch ("auto": when they
     # are estimated to fit in DATA_MEMORY_BUDGET_BYTES); "off" crops each view while decoding.
     cache_decoded: str = "auto"
+    # A tf.data service dispatcher ("grpc://host:port") whose workers run the input pipeline.
+    data_service: str | None = None
     output_dir: str = "runs/simsiam"
     steps_per_epoch: int | None = None
 

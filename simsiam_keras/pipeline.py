@@ -86,6 +86,7 @@ def two_view_dataset(
     skipped: SkippedFiles | None = None,
     shard: tuple[int, int] = (1, 0),
     cache_decoded: bool = False,
+    reproducible: bool = True,
 ) -> tf.data.Dataset:
     """Batches of (view1, view2), float32 in [0, 255], from uint8 NHWC images or encoded images.
 
@@ -95,7 +96,9 @@ def two_view_dataset(
     Encoded images (files, or TFDS records) are cropped while decoding (JPEG) or decoded then
     cropped; with `cache_decoded` they are decoded once and kept in memory instead. Images that
     cannot be decoded are dropped (and counted in `skipped`), never trained on. Batches are
-    full (drop_remainder), as BN and an even split over replicas need.
+    full (drop_remainder), as BN and an even split over replicas need. `reproducible=False` mixes
+    the clock into every seed, for copies of the pipeline that would otherwise repeat each
+    other's draws (tf.data service workers all start the same seed stream).
     """
     num_shards, index = shard
     if not isinstance(images, (np.ndarray, EncodedImages)):
@@ -123,6 +126,9 @@ def two_view_dataset(
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
 
     def split(element_seed):
+        if not reproducible:
+            clock = tf.bitcast(tf.timestamp(), tf.int64)
+            element_seed = tf.random.experimental.stateless_fold_in(element_seed, clock)
         return tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
 
     if view is None:
@@ -171,19 +177,27 @@ def input_fn(
     augment: Callable,
     global_batch_size: int,
     seed: int = 0,
+    data_service: str | None = None,
     **kwargs,
 ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
     """The per-worker pipeline for `strategy.distribute_datasets_from_function`.
 
     Each input pipeline (one per worker) reads its own disjoint shard of every epoch with its
-    own seed and batches per replica, so no worker decodes images another one trains on.
+    own seed and batches per replica, so no worker decodes images another one trains on. With
+    `data_service` (a tf.data service dispatcher address), the service's workers run it instead,
+    splitting each shard between them (`distributed_epoch`); their skipped files are not counted
+    and their draws are not reproducible by seed.
     """
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return two_view_dataset(
+        options = {**kwargs, "skipped": None, "reproducible": False} if data_service else kwargs
+        ds = two_view_dataset(
             images, augment, context.get_per_replica_batch_size(global_batch_size), seed,
-            shard=(context.num_input_pipelines, context.input_pipeline_id), **kwargs,
+            shard=(context.num_input_pipelines, context.input_pipeline_id), **options,
         )
+        if data_service:
+            ds = ds.apply(tf.data.experimental.service.distribute("distributed_epoch", data_service))
+        return ds
 
     return dataset_fn
 

@@ -85,7 +85,7 @@ def pretrain(config: SimSiamConfig, source: sources.DataSource | None = None, ve
                              config.knn_every, config.knn_k, config.knn_temperature)
     if config.epochs > 0:
         callbacks: list[keras.callbacks.Callback] = [monitor] if monitor else []
-        skipped = pipeline.SkippedFiles() if source.train_stream is not None else None
+        skipped = pipeline.SkippedFiles() if source.train_stream is not None and not config.data_service else None
         callbacks += [skipped] if skipped else []
         callbacks += [
             HistoryCSV(os.path.join(config.output_dir, "history.csv")),
@@ -93,7 +93,7 @@ def pretrain(config: SimSiamConfig, source: sources.DataSource | None = None, ve
         ]
         dataset = strategy.distribute_datasets_from_function(pipeline.input_fn(
             images, SimSiamAugment(config.image_size, config.augment), config.batch_size, config.seed,
-            skipped=skipped, cache_decoded=cache_decoded,
+            data_service=config.data_service, skipped=skipped, cache_decoded=cache_decoded,
         ))
         fit = model.fit(
             dataset, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, shuffle=False, verbose=verbose

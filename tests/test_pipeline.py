@@ -182,3 +182,23 @@ def test_cache_decision():
     assert not cache_pays(EncodedImages(), "auto")  # an unknown size is never cached by default
     with pytest.raises(ValueError, match="--cache-decoded must be one of"):
         cache_pays(ImageFiles([]), "maybe")
+
+
+def test_tf_data_service_workers_split_the_epoch_without_repeating_draws():
+    import tensorflow as tf
+
+    from simsiam_keras.pipeline import input_fn
+
+    service = tf.data.experimental.service
+    dispatcher = service.DispatchServer()
+    workers = [service.WorkerServer(service.WorkerConfig(dispatcher.target.split("://")[1])) for _ in range(2)]
+    images = np.broadcast_to(np.arange(32, dtype=np.uint8)[:, None, None, None], (32, 4, 4, 3)).copy()
+    fn = input_fn(images, _identity, 4, data_service=dispatcher.target, repeat=False)
+    ids = [int(v[0, 0, 0]) for x1, _ in fn(tf.distribute.InputContext()) for v in x1.numpy()]
+    # Each service worker batches its own part (full batches only), so up to 3 images per worker may be left out.
+    assert len(ids) == len(set(ids)) >= 32 - 2 * 3
+    same = np.repeat(np.random.default_rng(0).integers(0, 256, (1, 20, 20, 3), dtype=np.uint8), 16, axis=0)
+    fn = input_fn(same, SimSiamAugment(16), 4, seed=1, data_service=dispatcher.target)
+    views = np.concatenate([x1.numpy() for x1, _ in fn(tf.distribute.InputContext()).take(6)]).reshape(24, -1)
+    assert len(np.unique(views.round(3), axis=0)) == 24, "two service workers drew the same augmentations"
+    del workers
