@@ -52,7 +52,8 @@ class ImageFiles(EncodedImages):
         ds = tf.data.Dataset.from_tensor_slices(self.files).shard(num_shards, index)
         if shuffle:
             ds = ds.shuffle(len(self.files) // num_shards + 1, seed=seed, reshuffle_each_iteration=True)
-        return ds.map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+        # In order, so that the pipeline pairs each image with the same augmentation seed every run.
+        return ds.map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def decoded_bytes_estimate(self) -> int | None:
         if len(self.files) > 100_000:  # stat-ing every file of a large folder costs more than it tells
