@@ -55,6 +55,25 @@ def test_batch_larger_than_dataset_is_an_error():
         two_view_dataset(images, SimSiamAugment(8), 8)
 
 
+def write_exotic_images(folder, size=(40, 30)):
+    """Files that must decode to RGB: CMYK JPEG, 16-bit and grayscale PNG, RGBA PNG, palette BMP and GIF."""
+    import io
+
+    from PIL import Image
+
+    rgb = Image.fromarray(np.random.default_rng(1).integers(0, 256, (*size, 3), dtype=np.uint8))
+    gray16 = Image.fromarray(np.random.default_rng(2).integers(0, 65536, size, dtype=np.uint16))
+    images = {"cmyk.jpg": (rgb.convert("CMYK"), "JPEG"), "gray16.png": (gray16, "PNG"), "gray.png": (rgb.convert("L"), "PNG"),
+              "rgba.png": (rgb.convert("RGBA"), "PNG"), "palette.bmp": (rgb.convert("P"), "BMP"), "anim.gif": (rgb.convert("P"), "GIF")}
+    paths = []
+    for name, (image, fmt) in images.items():
+        buffer = io.BytesIO()
+        image.save(buffer, fmt)
+        (folder / name).write_bytes(buffer.getvalue())
+        paths.append(str(folder / name))
+    return paths
+
+
 def write_image_files(folder, good=6, size=(40, 30)):
     """JPEG and PNG files that decode, and bad files that must be skipped: corrupt, truncated, empty, text."""
     import tensorflow as tf

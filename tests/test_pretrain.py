@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -93,13 +94,14 @@ def test_short_pretraining_raises_knn_accuracy_on_synthetic_data(tmp_path):
 
 @pytest.mark.parametrize("runtime", [
     ["--cache-decoded", "off"],
-    ["--cache-decoded", "on", "--strategy", "mirrored", "--cpu-replicas", "2"],
+    ["--cache-decoded", "on", "--strategy", "mirrored", "--cpu-replicas", "2", "--epochs", "2"],
 ], ids=["crop-while-decoding", "cached-mirrored"])
 def test_cli_pretrains_on_a_folder_with_bad_files(tmp_path, runtime):
-    from tests.test_pipeline import write_image_files
+    from tests.test_pipeline import write_exotic_images, write_image_files
 
     data = tmp_path / "images"
     _, bad = write_image_files(data / "train" / "cat", good=8)
+    exotic = write_exotic_images(data / "train" / "cat")
     write_image_files(data / "train" / "dog", good=8, size=(20, 50))
     for label in ("cat", "dog"):
         write_image_files(data / "test" / label, good=4)
@@ -108,11 +110,14 @@ def test_cli_pretrains_on_a_folder_with_bad_files(tmp_path, runtime):
                      "--knn-every", "1", "--output-dir", str(out), *runtime)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "warning: skipped" in result.stdout and "could not be decoded in epoch 1" in result.stdout
+    if "on" in runtime:  # the cached pass reads every file once: exactly the bad ones are skipped
+        counts = re.findall(r"warning: skipped (\d+) image files", result.stdout)
+        assert sum(map(int, counts)) == 2 * bad, result.stdout
     with open(out / "history.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 1 and rows[0]["knn_acc"] != ""
+    assert len(rows) == (2 if "on" in runtime else 1) and rows[0]["knn_acc"] != ""
     config = json.loads((out / "config.json").read_text())
-    assert config["data"]["train_images"] == 16 + 2 * bad and config["data"]["test_images"] == 8  # bad test files are dropped
+    assert config["data"]["train_images"] == 16 + len(exotic) + 2 * bad and config["data"]["test_images"] == 8  # bad test files are dropped
 
 
 def test_folder_where_nothing_decodes_is_an_error_before_training(tmp_path):
