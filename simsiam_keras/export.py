@@ -135,8 +135,8 @@ def parity_images(image_size: int, count: int = sum(PARITY_BATCHES)) -> np.ndarr
 
 
 @contextlib.contextmanager
-def _quiet_converters() -> Iterator[None]:
-    """tf2onnx and TF's v1 freezing helpers log every step at INFO/WARNING."""
+def _quiet_tensorflow() -> Iterator[None]:
+    """tf2onnx, TF's v1 freezing helpers and the SavedModel writer log every step at INFO/WARNING."""
     loggers = [logging.getLogger("tf2onnx"), tf.get_logger()]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -161,7 +161,8 @@ def _write_saved_model(model: keras.Model, outputs: Outputs, path: Path) -> None
         SIGNATURE,
         tf.function(outputs, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)]),
     )
-    archive.write_out(str(path), verbose=False)
+    with _quiet_tensorflow():
+        archive.write_out(str(path), verbose=False)
 
 
 def _write_onnx(saved_model: Path, path: Path) -> None:
@@ -174,7 +175,7 @@ def _write_onnx(saved_model: Path, path: Path) -> None:
     import onnx
     from tf2onnx import convert, tf_loader
 
-    with _quiet_converters():
+    with _quiet_tensorflow():
         graph_def, inputs, outputs, tables, renames = tf_loader.from_saved_model(
             str(saved_model), None, None, [SIGNATURE], [SIGNATURE],
             return_initialized_tables=True, return_tensors_to_rename=True,
