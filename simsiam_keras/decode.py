@@ -192,3 +192,16 @@ def decode_and_random_crop(
         lambda: _guarded(crop_jpeg, data, seed),
         lambda: _guarded(decode_then_crop, data, seed),
     )
+
+
+def decode_centre_crop(data: tf.Tensor, image_size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Encoded image -> (uint8 image_size^2 x 3, ok): shorter side resized, centre crop; never raises.
+
+    The un-augmented view every evaluation (kNN monitor, kNN evaluation) sees of an image file.
+    """
+    image, ok = decode_image(data)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scaled = tf.cast(tf.math.ceil(shape * image_size / tf.reduce_min(shape)), tf.int32)
+    image = tf.image.resize(image, scaled, antialias=True)
+    image = tf.image.resize_with_crop_or_pad(image, image_size, image_size)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), ok

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from simsiam_keras import sources
-from simsiam_keras.decode import decode_image
+from simsiam_keras.decode import decode_centre_crop
 
 AUTOTUNE = tf.data.AUTOTUNE
 QUERY_SPLITS = ("test", "val", "validation")
@@ -46,16 +46,6 @@ class EvalData:
     num_classes: int
     bank: LabelledSplit
     query: LabelledSplit
-
-
-def decode_centre_crop(data: tf.Tensor, image_size: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Encoded image -> (uint8 image_size^2 x 3, ok): shorter side resized, centre crop; never raises."""
-    image, ok = decode_image(data)
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scaled = tf.cast(tf.math.ceil(shape * image_size / tf.reduce_min(shape)), tf.int32)
-    image = tf.image.resize(image, scaled, antialias=True)
-    image = tf.image.resize_with_crop_or_pad(image, image_size, image_size)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), ok
 
 
 def encoded_batches(encoded: tf.data.Dataset, image_size: int, batch_size: int) -> tf.data.Dataset:
@@ -139,15 +129,7 @@ def _folder(path: str) -> EvalData:
 def _tfds(name: str, data_dir: str | None) -> EvalData:
     import tensorflow_datasets as tfds
 
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # tfds raises several types for unknown names
-        raise ValueError(f"--dataset {name}: not a TFDS dataset ({error.__class__.__name__})") from None
-    if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"--dataset {name}: not prepared in {builder.data_dir}; run `tfds build {name}` "
-            "on a machine with internet (or put the files in manual_dir for imagenet2012) and pass --data-dir"
-        )
+    builder = sources.tfds_builder(name, data_dir)
     features, splits = builder.info.features, builder.info.splits
     image_key = next((k for k, f in features.items() if isinstance(f, tfds.features.Image)), None)
     query_name = next((s for s in QUERY_SPLITS if s in splits), None)

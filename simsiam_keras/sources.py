@@ -186,7 +186,8 @@ def _image_key(builder) -> str:
     return "image" if "image" in keys else keys[0]
 
 
-def _tfds_builder(name: str, data_dir: str | None):
+def tfds_builder(name: str, data_dir: str | None):
+    """A prepared TFDS builder, or a one-line error saying how to prepare the dataset."""
     import tensorflow_datasets as tfds
 
     try:
@@ -217,7 +218,7 @@ def load_tfds(name: str, data_dir: str | None = None, image_size: int = 224, mon
     """
     import tensorflow_datasets as tfds
 
-    builder = _tfds_builder(name, data_dir)
+    builder = tfds_builder(name, data_dir)
     splits = builder.info.splits
     test_split = next((s for s in ("test", "validation") if s in splits), None)
     pretrain_splits = ["train"] + (["unlabelled"] if "unlabelled" in splits else [])
@@ -340,17 +341,13 @@ def decode_for_eval(encoded, image_size: int) -> tuple[np.ndarray, np.ndarray | 
     """
     import tensorflow as tf
 
-    from simsiam_keras.decode import decode_image
+    from simsiam_keras.decode import decode_centre_crop
 
     labelled = isinstance(encoded.element_spec, tuple)
 
     def load(data, label=-1):
-        image, ok = decode_image(data)
-        shape = tf.cast(tf.shape(image)[:2], tf.float32)
-        scaled = tf.cast(tf.math.ceil(shape * image_size / tf.reduce_min(shape)), tf.int32)
-        image = tf.image.resize(image, scaled, antialias=True)
-        image = tf.image.resize_with_crop_or_pad(image, image_size, image_size)
-        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), tf.cast(label, tf.int64), ok
+        image, ok = decode_centre_crop(data, image_size)
+        return image, tf.cast(label, tf.int64), ok
 
     images, labels = [], []
     for batch, label, ok in encoded.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(256):
