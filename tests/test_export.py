@@ -268,6 +268,15 @@ def test_failed_overwrite_keeps_the_previous_export(workdir, small_backbone, tmp
     assert {p.relative_to(previous): p.read_bytes() for p in previous.rglob("*") if p.is_file()} == before
 
 
+def test_formats_onnx_writes_only_the_onnx_model(small_backbone, tmp_path):
+    result = export_lib.export_backbone(small_backbone, tmp_path / "onnx_only", formats="onnx")
+    assert sorted(os.listdir(tmp_path)) == ["onnx_only"]
+    assert sorted(os.listdir(tmp_path / "onnx_only")) == ["metadata.json", "model.onnx"]
+    assert set(result.metadata["formats"]) == {"onnx"} and "saved_model" not in result.metadata["parity"]
+    with pytest.raises(ValueError, match="--formats"):
+        export_lib.export_backbone(small_backbone, tmp_path / "other", formats="onnx,tflite")
+
+
 def test_parity_check_uses_the_output_scale():
     reference = {"features": np.array([[100.0, -50.0]])}
     figures = export_lib.compare_outputs(reference, {"features": np.array([[100.005, -50.0]])})
