@@ -137,7 +137,27 @@ class SimSiam(keras.Model):
     def _logs(self, loss, z1, z2, rates: dict) -> dict:
         self.loss_tracker.update_state(loss)
         self.z_std_tracker.update_state(0.5 * (z_std(z1) + z_std(z2)))
-        return {**{m.name: m.result() for m in self.metrics}, **rates}
+        logs = {**{m.name: m.result() for m in self.metrics}, **rates}
+        if self._multi_worker:
+            # keras-team/keras#20585: under MultiWorkerMirroredStrategy Keras averages each log
+            # with strategy.reduce(axis=0), which needs an axis to reduce.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
+    @property
+    def _multi_worker(self) -> bool:
+        return isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # keras-team/keras#20585: Keras 3 builds from one batch averaged with strategy.reduce,
+        # which MultiWorkerMirroredStrategy cannot do for our (view1, view2) batches. The first
+        # local replica's batch has the same shapes, which is all the build needs.
+        if iterator is not None and self._multi_worker:
+            for _, _, batches in iterator:
+                data_batch = self.distribute_strategy.experimental_local_results(next(batches))[0]
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def train_step(self, data):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
