@@ -72,3 +72,31 @@ def check_batch_size(global_batch: int, replicas: int) -> int:
             f"use a multiple of {replicas}"
         )
     return global_batch // replicas
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's files: always, except on non-chief multi-worker tasks.
+
+    The chief is the `chief` task if the cluster has one, else worker 0 (TF's convention).
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True
+    if resolver.task_type is None or resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def worker_output_dir(output_dir: str, strategy: tf.distribute.Strategy) -> str:
+    """Where this process writes: the run directory on the chief, a private temp dir elsewhere.
+
+    Every multi-worker task must run the same saving code (saving has collective ops), but
+    only the chief's files are the run's; the caller deletes a non-chief's dir when done.
+    """
+    if is_chief(strategy):
+        return output_dir
+    import tempfile
+
+    resolver = strategy.cluster_resolver
+    return tempfile.mkdtemp(prefix=f"simsiam_{resolver.task_type}{resolver.task_id}_")
