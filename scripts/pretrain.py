@@ -12,6 +12,7 @@ import sys
 
 from simsiam_keras.config import CACHE_DECODED, PRESETS, make_config
 from simsiam_keras.distribute import STRATEGIES
+from simsiam_keras.divergence import DivergenceError
 from simsiam_keras.loss import SIMILARITIES
 from simsiam_keras.pretrain import MIXED_PRECISION, pretrain
 
@@ -41,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpu-replicas", type=int, help="split the CPU into N logical devices")
     p.add_argument("--tpu", help="TPU name or address for --strategy tpu")
     p.add_argument("--mixed-precision", choices=sorted(MIXED_PRECISION))
+    p.add_argument("--jit-compile", action="store_true", default=None, help="XLA-compile the train step (one replica only)")
+    resume = p.add_argument_group("preemption (re-running the same command resumes from OUTPUT_DIR/backup)")
+    resume.add_argument("--backup-every-steps", type=int, help="back up every N global steps, and at each epoch end (0: epoch ends only)")
+    resume.add_argument("--resume", action="store_true", default=None, help="fail unless there is a backup to resume from")
+    resume.add_argument("--deterministic", action="store_true", default=None,
+                        help="deterministic ops: a resumed run matches an uninterrupted one bit for bit (slower)")
     ablations = p.add_argument_group("ablations (paper Sec. 4)")
     ablations.add_argument("--no-stop-gradient", dest="stop_gradient", action="store_false", default=None)
     ablations.add_argument("--no-predictor", dest="use_predictor", action="store_false", default=None)
@@ -62,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except DivergenceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     print(f"saved {result.output_dir}/model.keras after {result.seconds:.0f}s")
     return 0
 

@@ -88,6 +88,15 @@ class SimSiamConfig:
     data_service: str | None = None
     output_dir: str = "runs/simsiam"
     steps_per_epoch: int | None = None
+    # Preemption: back up to OUTPUT_DIR/backup every N global steps (0: only at epoch ends) and
+    # at each epoch end; re-running with the same output_dir resumes from the newest backup.
+    backup_every_steps: int = 500
+    # Require a backup to resume from (without it, a run with no backup starts afresh).
+    resume: bool = False
+    # XLA-compile the train step (one replica only).
+    jit_compile: bool = False
+    # tf.config.experimental.enable_op_determinism(): bit-identical reruns, slower.
+    deterministic: bool = False
 
     @property
     def lr(self) -> float:

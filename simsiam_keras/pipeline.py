@@ -87,6 +87,7 @@ def two_view_dataset(
     shard: tuple[int, int] = (1, 0),
     cache_decoded: bool = False,
     reproducible: bool = True,
+    skip_batches: int = 0,
 ) -> tf.data.Dataset:
     """Batches of (view1, view2), float32 in [0, 255], from uint8 NHWC images or encoded images.
 
@@ -98,7 +99,10 @@ def two_view_dataset(
     cannot be decoded are dropped (and counted in `skipped`), never trained on. Batches are
     full (drop_remainder), as BN and an even split over replicas need. `reproducible=False` mixes
     the clock into every seed, for copies of the pipeline that would otherwise repeat each
-    other's draws (tf.data service workers all start the same seed stream).
+    other's draws (tf.data service workers all start the same seed stream). `skip_batches`
+    starts the stream after that many batches, as a resumed run needs: the (image, seed) pairs
+    are skipped before any augmentation, so skipping costs no decoding or augmenting of arrays
+    (files are still read); dropped undecodable files are counted in the skip.
     """
     num_shards, index = shard
     if not isinstance(images, (np.ndarray, EncodedImages)):
@@ -124,6 +128,8 @@ def two_view_dataset(
     if repeat:
         ds = ds.repeat()
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+    if skip_batches:
+        ds = ds.skip(skip_batches * batch_size)
 
     def split(element_seed):
         if not reproducible:
@@ -178,6 +184,7 @@ def input_fn(
     global_batch_size: int,
     seed: int = 0,
     data_service: str | None = None,
+    skip_steps: int = 0,
     **kwargs,
 ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
     """The per-worker pipeline for `strategy.distribute_datasets_from_function`.
@@ -186,11 +193,16 @@ def input_fn(
     own seed and batches per replica, so no worker decodes images another one trains on. With
     `data_service` (a tf.data service dispatcher address), the service's workers run it instead,
     splitting each shard between them (`distributed_epoch`); their skipped files are not counted
-    and their draws are not reproducible by seed.
+    and their draws are not reproducible by seed. `skip_steps` global steps already trained
+    (a resumed run) are skipped: each pipeline feeds that many batches to each of its replicas.
+    A service's draws are not reproducible, so nothing is skipped there.
     """
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         options = {**kwargs, "skipped": None, "reproducible": False} if data_service else kwargs
+        if skip_steps and not data_service:
+            replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
+            options = {**options, "skip_batches": skip_steps * replicas_per_pipeline}
         ds = two_view_dataset(
             images, augment, context.get_per_replica_batch_size(global_batch_size), seed,
             shard=(context.num_input_pipelines, context.input_pipeline_id), **options,

@@ -6,18 +6,20 @@ import contextlib
 import dataclasses
 import json
 import os
+import tempfile
 import time
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import keras
 import tensorflow as tf
 
-from simsiam_keras import pipeline, sources
+from simsiam_keras import backup, pipeline, sources
 from simsiam_keras.augment import SimSiamAugment
-from simsiam_keras.callbacks import HistoryCSV, KNNMonitor
+from simsiam_keras.callbacks import HistoryCSV, KNNMonitor, keep_history
 from simsiam_keras.config import SimSiamConfig
 from simsiam_keras.curves import plot_history
-from simsiam_keras.distribute import check_batch_size, make_strategy
+from simsiam_keras.distribute import check_batch_size, is_chief, make_strategy
+from simsiam_keras.divergence import DivergenceError, DivergenceGuard
 from simsiam_keras.model import SimSiam, build_simsiam
 from simsiam_keras.optimizers import make_optimizers
 
@@ -51,19 +53,71 @@ def build_compiled_model(
     config: SimSiamConfig, strategy: tf.distribute.Strategy, steps_per_epoch: int
 ) -> SimSiam:
     """The SimSiam model and both optimizers, created and built in the strategy's scope."""
+    if config.jit_compile and strategy.num_replicas_in_sync > 1:
+        # XLA cannot compile MirroredStrategy's cross-replica optimizer update here ("Trying to
+        # access resource ... located in device CPU:1 from device CPU:0"); TPUs compile anyway.
+        raise ValueError(
+            f"--jit-compile runs on one replica only, this strategy has {strategy.num_replicas_in_sync}"
+        )
     with strategy.scope(), dtype_policy(config.mixed_precision):
         model = build_simsiam(config, sync_bn=strategy.num_replicas_in_sync > 1)
-        model.compile(*make_optimizers(config, steps_per_epoch))
+        # Without --jit-compile, Keras' "auto": XLA on one GPU, never on CPUs or under tf.distribute.
+        model.compile(*make_optimizers(config, steps_per_epoch), jit_compile=True if config.jit_compile else "auto")
     return model
+
+
+class _Segment(NamedTuple):
+    """One `fit` call from epoch `first`, `steps` steps per epoch, after `skip` global steps of data."""
+
+    first: int
+    steps: int
+    skip: int
+    # Stop after the first epoch: the rest of an interrupted epoch (Keras epochs have a fixed length).
+    one_epoch: bool
+
+
+def _segments(start: backup.Position | None, epochs: int, steps: int) -> list[_Segment]:
+    """The rest of the interrupted epoch, then the whole epochs that remain."""
+    epoch, step = (start.epoch, start.step) if start else (0, 0)
+    segments = []
+    if step:
+        segments.append(_Segment(epoch, steps - step, epoch * steps + step, one_epoch=True))
+        epoch += 1
+    if epoch < epochs:
+        segments.append(_Segment(epoch, steps, epoch * steps, one_epoch=False))
+    return segments
+
+
+class _StopAtEpochEnd(keras.callbacks.Callback):
+    """Ends `fit` after one epoch while `params["epochs"]` stays the run's (for the progress bar and kNN schedule)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.stop_training = True
+
+
+def _write_json(path: str, values: dict) -> None:
+    """Writes through a temp file and `os.replace`, so the file is always complete."""
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json", dir=os.path.dirname(path))
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(values, indent=2, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def pretrain(config: SimSiamConfig, source: sources.DataSource | None = None, verbose: int | str = "auto") -> PretrainResult:
     """Pretrains SimSiam as `config` says and writes the run directory.
 
-    The directory holds config.json, history.csv (one row per epoch), model.keras and
-    TensorBoard logs under logs/. `epochs == 0` saves the randomly initialised model, the
-    baseline every evaluation compares against.
+    The directory holds config.json, history.csv (one row per epoch), model.keras, TensorBoard
+    logs under logs/ and backups under backup/. If backup/ holds a backup of the same run (a
+    run that was killed), training resumes from it: same epoch and step, same data stream,
+    both optimizers' state. `epochs == 0` saves the randomly initialised model, the baseline
+    every evaluation compares against. A NaN or Inf loss raises `DivergenceError`, leaving the
+    last good backup in place.
     """
+    if config.backup_every_steps < 0:
+        raise ValueError(f"--backup-every-steps must be 0 (epoch ends only) or more, got {config.backup_every_steps}")
+    start_at = backup.check_resumable(config)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)
     check_batch_size(config.batch_size, strategy.num_replicas_in_sync)
     if source is None:
@@ -74,37 +128,60 @@ def pretrain(config: SimSiamConfig, source: sources.DataSource | None = None, ve
     steps = config.steps_per_epoch or pipeline.steps_per_epoch(len(images), config.batch_size)
     start = time.time()
     model = build_compiled_model(config, strategy, steps)
-    os.makedirs(config.output_dir, exist_ok=True)
-    with open(os.path.join(config.output_dir, "config.json"), "w") as f:
-        f.write(json.dumps({**config.to_dict(), "data": sources.describe(source)}, indent=2, sort_keys=True))
+    run_backup = backup.RunBackup(model, config.output_dir, strategy, steps)
+    if start_at is not None:
+        run_backup.restore(start_at)
+        print(f"resuming {config.output_dir} from its backup at the {start_at.describe()} (global step {start_at.global_step})")
+    chief = is_chief(strategy)
+    history_path = os.path.join(config.output_dir, "history.csv")
+    if chief:
+        os.makedirs(config.output_dir, exist_ok=True)
+        _write_json(os.path.join(config.output_dir, "config.json"), {**config.to_dict(), "data": sources.describe(source)})
+        keep_history(history_path, start_at.epoch if start_at else 0)
     history: dict[str, list[float]] = {}
     knn_before = None
     monitor = None
     if config.knn_every > 0 and source.has_labels:
         monitor = KNNMonitor(source.x_train, source.y_train, source.x_test, source.y_test,
                              config.knn_every, config.knn_k, config.knn_temperature)
+        monitor.evaluate_at_start = start_at is None
     if config.epochs > 0:
         callbacks: list[keras.callbacks.Callback] = [monitor] if monitor else []
         skipped = pipeline.SkippedFiles() if source.train_stream is not None and not config.data_service else None
         callbacks += [skipped] if skipped else []
-        callbacks += [
-            HistoryCSV(os.path.join(config.output_dir, "history.csv")),
-            keras.callbacks.TensorBoard(os.path.join(config.output_dir, "logs")),
-        ]
-        dataset = strategy.distribute_datasets_from_function(pipeline.input_fn(
-            images, SimSiamAugment(config.image_size, config.augment), config.batch_size, config.seed,
-            data_service=config.data_service, skipped=skipped, cache_decoded=cache_decoded,
-        ))
-        fit = model.fit(
-            dataset, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, shuffle=False, verbose=verbose
-        )
-        history = fit.history
+        resumed_at = (start_at.epoch, start_at.step) if start_at and start_at.step else None
+        callbacks += [DivergenceGuard(steps, resumed_at)]
+        callbacks += [HistoryCSV(history_path), keras.callbacks.TensorBoard(os.path.join(config.output_dir, "logs"))] if chief else []
+        # Last: an epoch's backup follows its history row, and a diverged step is never backed up.
+        callbacks += [backup.BackupCallback(run_backup, config.backup_every_steps, start_at)]
+        segments = _segments(start_at, config.epochs, steps)
+        if not segments:
+            print(f"{config.output_dir}: all {config.epochs} epochs were already trained")
+        try:
+            for segment in segments:
+                dataset = strategy.distribute_datasets_from_function(pipeline.input_fn(
+                    images, SimSiamAugment(config.image_size, config.augment), config.batch_size, config.seed,
+                    data_service=config.data_service, skip_steps=segment.skip, skipped=skipped,
+                    cache_decoded=cache_decoded,
+                ))
+                fit = model.fit(
+                    dataset, initial_epoch=segment.first, epochs=config.epochs, steps_per_epoch=segment.steps,
+                    callbacks=callbacks + ([_StopAtEpochEnd()] if segment.one_epoch else []), shuffle=False,
+                    verbose=verbose,
+                )
+                for key, values in fit.history.items():
+                    history.setdefault(key, []).extend(values)
+        except DivergenceError as error:
+            last = run_backup.latest
+            kept = f"the last good backup ({last.describe()}) is in {run_backup.directory}" if last else "no backup was made"
+            raise DivergenceError(f"{error}; {kept}") from None
         knn_before = monitor.initial_accuracy if monitor else None
     elif monitor:
         monitor.set_model(model)
         knn_before = monitor.evaluate()
         print(f"random init: knn_acc {knn_before:.4f}")
-    model.save(os.path.join(config.output_dir, "model.keras"))
-    if history:
-        plot_history([config.output_dir], os.path.join(config.output_dir, "curves.png"))
+    if chief:
+        model.save(os.path.join(config.output_dir, "model.keras"))
+        if history or start_at is not None:
+            plot_history([config.output_dir], os.path.join(config.output_dir, "curves.png"))
     return PretrainResult(model, history, config.output_dir, time.time() - start, knn_before)

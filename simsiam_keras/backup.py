@@ -1,0 +1,208 @@
+"""Preemption-safe backups of a pretraining run, and resuming from them.
+
+One `tf.train.Checkpoint` holds the model's weights, both optimizers (the encoder's
+`model.optimizer` and `model.predictor_optimizer`: iterations, momentum buffers, loss scales),
+the epoch's running loss and z_std, and the run's position: epochs completed and steps
+completed in the current epoch. A `tf.train.CheckpointManager` writes it to `OUTPUT_DIR/backup/`
+every `backup_every_steps` global steps and at each epoch end. Keras' `BackupAndRestore` is not
+used: it saves `model.optimizer` only (the predictor's momentum and iterations would restart).
+
+The manager writes the checkpoint files first (TensorFlow stages them and renames them into
+place), then replaces the `checkpoint` index file, then deletes the oldest backup: a kill at any
+moment leaves the index naming a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from simsiam_keras.config import SimSiamConfig
+from simsiam_keras.distribute import is_chief
+from simsiam_keras.divergence import DivergenceError, all_finite
+
+BACKUP_DIR = "backup"
+# Two backups: the newest, and the one before it while the next is written.
+MAX_TO_KEEP = 2
+# What the saved weights must match: a change here cannot load the backup.
+ARCHITECTURE_FIELDS = (
+    "backbone", "backbone_width", "image_size", "proj_layers", "proj_hidden_dim", "proj_dim",
+    "pred_hidden_dim", "use_predictor",
+)
+# What a resumed run may change: where and how it runs, and what it reports.
+RUNTIME_FIELDS = (
+    "data_dir", "strategy", "cpu_replicas", "tpu", "cache_decoded", "data_service", "output_dir",
+    "knn_every", "knn_k", "knn_temperature", "backup_every_steps", "jit_compile", "resume", "deterministic",
+)
+_POSITION_KEYS = {"epoch": "epoch", "step": "step", "steps_per_epoch": "steps_per_epoch"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where a backup stands: `epoch` epochs completed, then `step` steps of the next one."""
+
+    epoch: int
+    step: int
+    steps_per_epoch: int
+    path: str
+
+    @property
+    def global_step(self) -> int:
+        return self.epoch * self.steps_per_epoch + self.step
+
+    def describe(self) -> str:
+        if self.step == 0:
+            return f"end of epoch {self.epoch}" if self.epoch else "start"
+        return f"epoch {self.epoch + 1}, step {self.step} of {self.steps_per_epoch}"
+
+
+def backup_dir(output_dir: str) -> str:
+    return os.path.join(output_dir, BACKUP_DIR)
+
+
+def latest_position(output_dir: str) -> Position | None:
+    """The newest complete backup in `output_dir`, read without building anything."""
+    path = tf.train.latest_checkpoint(backup_dir(output_dir))
+    if path is None:
+        return None
+    reader = tf.train.load_checkpoint(path)
+    values = {key: int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")) for key, name in _POSITION_KEYS.items()}
+    return Position(path=path, **values)
+
+
+def _comparable(values: dict) -> dict:
+    return json.loads(json.dumps(values))
+
+
+def check_resumable(config: SimSiamConfig) -> Position | None:
+    """The backup this run resumes from, or None for a fresh run; call before building anything.
+
+    A backup made with another architecture, or another training recipe (data, batch, epochs,
+    lr, ablations, precision, augmentation, seed), is refused with one line: resuming it would
+    fail to load, or silently continue a different run.
+    """
+    position = latest_position(config.output_dir)
+    if position is None:
+        if config.resume:
+            raise ValueError(f"--resume: {backup_dir(config.output_dir)} holds no backup to resume from")
+        return None
+    config_path = os.path.join(config.output_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise ValueError(f"{config.output_dir} has a backup but no config.json: cannot check it is the same run")
+    with open(config_path) as f:
+        saved = json.load(f)
+    wanted = _comparable(config.to_dict())
+    differ = [k for k in wanted if k in saved and k not in RUNTIME_FIELDS and saved[k] != wanted[k]]
+    if differ:
+        kind = "architecture" if any(k in ARCHITECTURE_FIELDS for k in differ) else "training recipe"
+        shown = [k for k in differ if k in ARCHITECTURE_FIELDS] or differ
+        changes = ", ".join(f"{k} {saved[k]!r} there, {wanted[k]!r} here" for k in shown)
+        raise ValueError(
+            f"cannot resume {config.output_dir}: its backup is of a different {kind} ({changes}); "
+            f"use another --output-dir, or delete {backup_dir(config.output_dir)} to start again"
+        )
+    return position
+
+
+class RunBackup:
+    """The checkpoint of a compiled SimSiam model and the run's position, and its writer.
+
+    Under multi-worker training every worker calls `save` (saving mirrored variables has
+    collective ops) but only the chief writes to `OUTPUT_DIR/backup`; the others write to a
+    temporary directory that is deleted at once.
+    """
+
+    def __init__(self, model: keras.Model, output_dir: str, strategy: tf.distribute.Strategy, steps_per_epoch: int):
+        self.model = model
+        self.directory = backup_dir(output_dir)
+        self.steps_per_epoch = steps_per_epoch
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.steps = tf.Variable(steps_per_epoch, dtype=tf.int64, trainable=False, name="steps_per_epoch")
+        self.metric_variables = [v for metric in model.metrics for v in metric.variables]
+        optimizers = {"encoder_optimizer": model.optimizer}
+        if model.predictor_optimizer is not None:
+            optimizers["predictor_optimizer"] = model.predictor_optimizer
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, metrics=self.metric_variables, epoch=self.epoch, step=self.step,
+            steps_per_epoch=self.steps, **optimizers,
+        )
+        self.chief = is_chief(strategy)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, MAX_TO_KEEP) if self.chief else None
+        self.latest: Position | None = None
+        self._metric_values: list | None = None
+
+    def restore(self, position: Position) -> None:
+        """Loads a backup into the model and both optimizers (every variable must be found)."""
+        if position.steps_per_epoch != self.steps_per_epoch:
+            raise ValueError(
+                f"cannot resume {os.path.dirname(self.directory)}: its backup has {position.steps_per_epoch} "
+                f"steps per epoch, this run {self.steps_per_epoch} (did the dataset change?)"
+            )
+        self.checkpoint.read(position.path).assert_existing_objects_matched()
+        self._metric_values = [v.numpy() for v in self.metric_variables]
+        self.latest = position
+
+    def restore_epoch_metrics(self) -> None:
+        """Puts back the running loss and z_std of the interrupted epoch (Keras reset them)."""
+        if self._metric_values is not None:
+            for variable, value in zip(self.metric_variables, self._metric_values):
+                variable.assign(value)
+
+    def save(self, epoch: int, step: int) -> None:
+        """Backs up the run after `step` steps of epoch index `epoch` (step 0: after `epoch` epochs)."""
+        if not all_finite(self.model.weights):
+            raise DivergenceError(
+                f"non-finite weights after {Position(epoch, step, self.steps_per_epoch, '').describe()}; "
+                "training stopped"
+            )
+        self.epoch.assign(epoch)
+        self.step.assign(step)
+        global_step = epoch * self.steps_per_epoch + step
+        if self.chief:
+            path = self.manager.save(checkpoint_number=global_step)
+        else:
+            scratch = tempfile.mkdtemp(prefix="simsiam_backup_")
+            path = self.checkpoint.write(os.path.join(scratch, "ckpt"))
+            shutil.rmtree(scratch, ignore_errors=True)
+        self.latest = Position(epoch, step, self.steps_per_epoch, path)
+
+
+class BackupCallback(keras.callbacks.Callback):
+    """Backs up every `every_steps` global steps (0: never mid-epoch) and at the end of each epoch.
+
+    Put it last among the callbacks, so an epoch's backup follows its history row. With
+    `resumed_at`, the steps of that epoch are numbered after the ones done before the restart,
+    and its running metrics are put back when it begins.
+    """
+
+    def __init__(self, backup: RunBackup, every_steps: int, resumed_at: Position | None = None):
+        super().__init__()
+        self.backup = backup
+        self.every_steps = every_steps
+        self.resumed_at = resumed_at
+        self.epoch = 0
+
+    def _offset(self) -> int:
+        resumed = self.resumed_at
+        return resumed.step if resumed is not None and resumed.epoch == self.epoch else 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+        if self._offset():
+            self.backup.restore_epoch_metrics()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = self._offset() + batch + 1
+        steps = self.backup.steps_per_epoch
+        if self.every_steps and step < steps and (self.epoch * steps + step) % self.every_steps == 0:
+            self.backup.save(self.epoch, step)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.backup.save(epoch + 1, 0)

@@ -1,0 +1,218 @@
+"""Preemption and divergence: a SIGKILLed run resumes where it stopped, a NaN loss stops with its step."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import simsiam_keras  # noqa: F401  (registers the classes model.keras needs)
+from simsiam_keras import backup
+from simsiam_keras.divergence import DivergenceError
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "pretrain.py")
+STEPS, EPOCHS, EVERY = 8, 4, 3  # 64 images in batches of 8; a backup every 3 global steps
+RUN = ["--preset", "cifar", "--image-size", "16", "--backbone-width", "8", "--proj-dim", "32", "--proj-hidden-dim", "32",
+       "--pred-hidden-dim", "8", "--batch-size", "8", "--epochs", str(EPOCHS), "--knn-every", "2",
+       "--backup-every-steps", str(EVERY), "--strategy", "default", "--deterministic"]
+
+
+def command(*args):
+    return [sys.executable, SCRIPT, *args]
+
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+@pytest.fixture(scope="module")
+def npz_dataset(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8), y_train=np.arange(64) % 4,
+             x_test=rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8), y_test=np.arange(16) % 4)
+    return path
+
+
+def history_rows(run):
+    with open(run / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def backed_up_step(run) -> int | None:
+    """The global step of the newest backup, from the index file alone (cheap enough to poll)."""
+    try:
+        text = (run / "backup" / "checkpoint").read_text()
+    except FileNotFoundError:
+        return None
+    line = text.splitlines()[0] if text else ""
+    return int(line.split("ckpt-")[1].rstrip('"')) if "ckpt-" in line else None
+
+
+def test_killed_run_resumes_at_the_same_step_and_ends_like_an_uninterrupted_one(npz_dataset, tmp_path):
+    args = ["--dataset", f"npz:{npz_dataset}", *RUN]
+    reference = tmp_path / "uninterrupted"
+    done = subprocess.run(command(*args, "--output-dir", str(reference)), capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    run = tmp_path / "killed"
+    process = subprocess.Popen(command(*args, "--output-dir", str(run)), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        # Kill as soon as a mid-epoch backup exists past the first epoch (so the resumed run
+        # must skip whole epochs and part of one).
+        deadline = time.time() + 240
+        while time.time() < deadline and process.poll() is None:
+            step = backed_up_step(run)
+            if step is not None and step > STEPS and step % STEPS:
+                break
+            time.sleep(0.005)
+        assert process.poll() is None, "the run ended before it could be killed mid-epoch"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    killed_at = backup.latest_position(str(run))  # the index still names a loadable backup
+    assert killed_at is not None and killed_at.step and killed_at.epoch >= 1, killed_at
+    assert not (run / "model.keras").exists()
+    rows_before = history_rows(run)
+    assert len(rows_before) >= killed_at.epoch
+
+    resumed = subprocess.run(command(*args, "--output-dir", str(run)), capture_output=True, text=True, env=ENV, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (f"from its backup at the epoch {killed_at.epoch + 1}, step {killed_at.step} of {STEPS} "
+            f"(global step {killed_at.global_step})") in resumed.stdout, resumed.stdout
+    # The resumed run continues with the epoch it was killed in, not from its beginning.
+    assert f"Epoch {killed_at.epoch + 1}/{EPOCHS}" in resumed.stdout
+    assert f"Epoch {killed_at.epoch}/{EPOCHS}" not in resumed.stdout
+
+    expected, got = (keras.models.load_model(p / "model.keras", safe_mode=True) for p in (reference, run))
+    for model in (expected, got):
+        assert model.optimizer.iterations.numpy() == model.predictor_optimizer.iterations.numpy() == EPOCHS * STEPS
+    for name, a, b in [("weights", expected.weights, got.weights),
+                       ("encoder optimizer", expected.optimizer.variables, got.optimizer.variables),
+                       ("predictor optimizer", expected.predictor_optimizer.variables, got.predictor_optimizer.variables)]:
+        assert len(a) == len(b)
+        unequal = [v.path for v, w in zip(a, b) if not np.array_equal(v.numpy(), w.numpy())]
+        assert not unequal, f"{name} differ from the uninterrupted run's: {unequal[:5]}"
+
+    # One row per epoch, the same values as the uninterrupted run (the interrupted epoch's loss
+    # is the mean over all its steps, before and after the kill), lr schedule included.
+    rows, reference_rows = history_rows(run), history_rows(reference)
+    assert [r["epoch"] for r in rows] == [str(e) for e in range(1, EPOCHS + 1)]
+    for row, ref in zip(rows, reference_rows):
+        for key in ("loss", "z_std", "lr_encoder", "lr_predictor", "knn_acc"):
+            assert row[key] == ref[key] or float(row[key]) == pytest.approx(float(ref[key]), rel=1e-6), (key, row, ref)
+    assert len(os.listdir(run / "logs" / "train")) >= 2, "TensorBoard events of the resumed run were not appended"
+
+    # Re-running a finished run trains nothing and keeps its history.
+    again = subprocess.run(command(*args, "--output-dir", str(run)), capture_output=True, text=True, env=ENV, timeout=300)
+    assert again.returncode == 0 and f"all {EPOCHS} epochs were already trained" in again.stdout, again.stderr[-2000:]
+    assert history_rows(run) == rows
+
+
+def test_resuming_with_another_architecture_or_recipe_is_refused_before_building(npz_dataset, tmp_path):
+    run = tmp_path / "run"
+    (run / "backup").mkdir(parents=True)
+    from simsiam_keras.config import make_config
+
+    config = make_config("cifar", image_size=16, backbone_width=8, proj_dim=32, proj_hidden_dim=32, pred_hidden_dim=8,
+                         batch_size=8, epochs=1, output_dir=str(run))
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    epoch, step = tf.Variable(0, dtype=tf.int64), tf.Variable(3, dtype=tf.int64)
+    tf.train.Checkpoint(epoch=epoch, step=step, steps_per_epoch=tf.Variable(8, dtype=tf.int64)).write(str(run / "backup" / "ckpt-3"))
+    (run / "backup" / "checkpoint").write_text('model_checkpoint_path: "ckpt-3"\nall_model_checkpoint_paths: "ckpt-3"\n')
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+
+    result = subprocess.run(command("--dataset", f"npz:{npz_dataset}", *RUN, "--backbone-width", "16",
+                                    "--epochs", "1", "--output-dir", str(run)),
+                            capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot resume") and "different architecture (backbone_width 8 there, 16 here)" in last
+    assert "Traceback" not in result.stderr
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before, "a refused resume touched the run"
+
+    # The same refusal, in-process and for the recipe, and --resume with nothing to resume.
+    with pytest.raises(ValueError, match=r"different training recipe \(epochs 1 there, 5 here\)"):
+        backup.check_resumable(make_config("cifar", **{**config.to_dict(), "epochs": 5, "augment": {}}))
+    assert backup.check_resumable(config).global_step == 3
+    with pytest.raises(ValueError, match="holds no backup to resume from"):
+        backup.check_resumable(make_config("cifar", output_dir=str(tmp_path / "empty"), resume=True))
+
+
+def test_skipped_steps_feed_each_replica_the_batches_it_would_have_had():
+    from simsiam_keras import pipeline
+
+    images = np.arange(40 * 2 * 2 * 3, dtype=np.uint8).reshape(40, 2, 2, 3) % 251
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+    def step_batches(skip_steps, steps):
+        fn = pipeline.input_fn(images, lambda image: image, 8, seed=3, skip_steps=skip_steps, deterministic=True)
+        iterator = iter(strategy.distribute_datasets_from_function(fn))
+        return [[r[0].numpy() for r in strategy.experimental_local_results(next(iterator))] for _ in range(steps)]
+
+    full = step_batches(0, 12)  # 12 steps of 2 x 4 images: past the end of the first pass over the data
+    assert all(np.array_equal(a, b) for a, b in zip(step_batches(7, 5), full[7:], strict=True) for a, b in zip(a, b))
+
+
+@pytest.fixture
+def nan_at_step(monkeypatch):
+    """Makes the SimSiam loss NaN from global step `k` on (in this process)."""
+    from simsiam_keras.model import SimSiam
+
+    def install(k):
+        original = SimSiam.compute_simsiam_loss
+
+        def poisoned(self, *args):
+            loss = original(self, *args)
+            return tf.where(self.optimizer.iterations >= k - 1, tf.constant(float("nan")), loss)
+
+        monkeypatch.setattr(SimSiam, "compute_simsiam_loss", poisoned)
+
+    return install
+
+
+def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_backup(tmp_path, tiny_config, nan_at_step):
+    from simsiam_keras.pretrain import build_compiled_model, pretrain
+    from simsiam_keras.sources import from_arrays
+
+    rng = np.random.default_rng(0)
+    source = from_arrays("tiny", x_train=rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8))
+    config = tiny_config
+    config.batch_size, config.epochs, config.backup_every_steps = 16, 3, 3  # 4 steps per epoch
+    config.strategy, config.output_dir = "default", str(tmp_path / "run")
+    nan_at_step(7)  # epoch 2, step 3; backups after global steps 3, 4 (epoch end), 6
+    with pytest.raises(DivergenceError) as error:
+        pretrain(config, source=source, verbose=0)
+    message = str(error.value)
+    assert "the loss is nan at epoch 2, step 3 of 4 (global step 7)" in message
+    assert "the last good backup (epoch 2, step 2 of 4)" in message and config.output_dir in message
+    assert not os.path.exists(os.path.join(config.output_dir, "model.keras"))
+    assert [r["epoch"] for r in history_rows(tmp_path / "run")] == ["1"]
+
+    position = backup.latest_position(config.output_dir)
+    assert (position.epoch, position.step, position.global_step) == (1, 2, 6)
+    model = build_compiled_model(config, tf.distribute.get_strategy(), 4)
+    run_backup = backup.RunBackup(model, config.output_dir, tf.distribute.get_strategy(), 4)
+    run_backup.restore(position)
+    assert model.optimizer.iterations.numpy() == model.predictor_optimizer.iterations.numpy() == 6
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.weights + model.optimizer.variables)
+
+
+def test_cli_divergence_is_one_error_line_and_exit_code_3(npz_dataset, tmp_path):
+    run = tmp_path / "run"
+    result = subprocess.run(command("--dataset", f"npz:{npz_dataset}", *RUN, "--base-lr", "1e30", "--output-dir", str(run)),
+                            capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode == 3, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "at epoch 1, step" in last and "training stopped" in last, last
+    assert "Traceback" not in result.stderr
+    assert not (run / "model.keras").exists()
