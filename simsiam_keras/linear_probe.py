@@ -258,15 +258,17 @@ def save_classifier(
 
 
 def backbone_name(backbone: keras.Model, checkpoint: str) -> str:
-    """The architecture name: from the run's config.json when there is one, else the model's name."""
-    config = Path(checkpoint)
-    config = (config if config.is_dir() else config.parent) / "config.json"
-    if config.is_file():
-        try:
+    """The architecture name: from the run's config.json or the export's metadata.json, else the model's name."""
+    from simsiam_keras.load import resolve_checkpoint
+
+    path = Path(checkpoint)
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    try:
+        if config.is_file():
             return str(json.loads(config.read_text())["backbone"])
-        except (KeyError, ValueError):
-            pass
-    return backbone.name
+        return str(resolve_checkpoint(checkpoint).metadata["backbone"])
+    except (KeyError, ValueError, FileNotFoundError):
+        return backbone.name
 
 
 def run_linear_eval(
