@@ -11,6 +11,7 @@ import math
 from typing import Iterable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -42,7 +43,8 @@ class DivergenceGuard(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        loss = float((logs or {}).get("loss", 0.0))
+        # Under MultiWorkerMirroredStrategy the logs are 1-element vectors (see SimSiam._logs).
+        loss = float(np.asarray((logs or {}).get("loss", 0.0), dtype=np.float64).reshape(-1)[0])
         if math.isfinite(loss):
             return
         offset = self.resumed_at[1] if self.resumed_at and self.resumed_at[0] == self.epoch else 0

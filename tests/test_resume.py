@@ -216,3 +216,25 @@ def test_cli_divergence_is_one_error_line_and_exit_code_3(npz_dataset, tmp_path)
     assert last.startswith("error: ") and "at epoch 1, step" in last and "training stopped" in last, last
     assert "Traceback" not in result.stderr
     assert not (run / "model.keras").exists()
+
+
+def test_a_backup_killed_while_being_written_leaves_the_previous_one_loadable(tmp_path, tiny_config):
+    from simsiam_keras.pretrain import build_compiled_model
+
+    strategy = tf.distribute.get_strategy()
+    model = build_compiled_model(tiny_config, strategy, 4)
+    writer = backup.RunBackup(model, str(tmp_path), strategy, 4)
+    writer.save(1, 2)
+    # Killed after writing (part of) the files of the next backup, before the index named it.
+    directory = tmp_path / "backup"
+    (directory / "ckpt-7.index").write_bytes(b"\x00half")
+    (directory / "ckpt-7.data-00000-of-00001").write_bytes(b"")
+    (directory / "ckpt-7_temp").mkdir()
+    position = backup.latest_position(str(tmp_path))
+    assert (position.epoch, position.step, position.global_step) == (1, 2, 6)
+    restored = build_compiled_model(tiny_config, strategy, 4)
+    backup.RunBackup(restored, str(tmp_path), strategy, 4).restore(position)
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(model.weights, restored.weights))
+    writer.save(1, 3)  # the resumed run writes that backup again, over the debris
+    assert backup.latest_position(str(tmp_path)).global_step == 7
+    backup.RunBackup(restored, str(tmp_path), strategy, 4).restore(backup.latest_position(str(tmp_path)))
