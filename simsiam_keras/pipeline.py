@@ -100,9 +100,12 @@ def two_view_dataset(
     full (drop_remainder), as BN and an even split over replicas need. `reproducible=False` mixes
     the clock into every seed, for copies of the pipeline that would otherwise repeat each
     other's draws (tf.data service workers all start the same seed stream). `skip_batches`
-    starts the stream after that many batches, as a resumed run needs: the (image, seed) pairs
-    are skipped before any augmentation, so skipping costs no decoding or augmenting of arrays
-    (files are still read); dropped undecodable files are counted in the skip.
+    starts the stream after that many batches, as a resumed run needs. In-memory images skip
+    the (image, seed) pairs before any augmentation: the stream is exactly the one an
+    uninterrupted run sees. Streamed images would have to be read to be skipped, so a resumed
+    stream restarts at the interrupted pass over the data, shuffled under a seed of its own,
+    and skips within that pass only (at most one pass of reads); dropped undecodable files
+    count in the skip.
     """
     num_shards, index = shard
     if not isinstance(images, (np.ndarray, EncodedImages)):
@@ -113,6 +116,7 @@ def two_view_dataset(
             + (f" in {num_shards} shards)" if num_shards > 1 else ")")
         )
     seed = shard_seed(seed, index)
+    skip = skip_batches * batch_size
     if isinstance(images, np.ndarray):
         ds = tf.data.Dataset.from_tensor_slices(images).shard(num_shards, index)
         ds = ds.shuffle(len(images) // num_shards + 1, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
@@ -124,12 +128,18 @@ def two_view_dataset(
         view = as_view_fn(augment)
     else:
         ds = images.dataset(num_shards, index, seed, shuffle)
+        pass_size = tf.get_static_value(ds.cardinality())
+        passes = skip // pass_size if repeat and skip and pass_size and pass_size > 0 else 0
+        if passes:
+            seed = int(np.random.SeedSequence([seed, passes]).generate_state(1)[0])
+            ds = images.dataset(num_shards, index, seed, shuffle)
+            skip -= passes * pass_size
         view = None
     if repeat:
         ds = ds.repeat()
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
-    if skip_batches:
-        ds = ds.skip(skip_batches * batch_size)
+    if skip:
+        ds = ds.skip(skip)
 
     def split(element_seed):
         if not reproducible:
