@@ -163,6 +163,36 @@ def test_skipped_steps_feed_each_replica_the_batches_it_would_have_had():
     assert all(np.array_equal(a, b) for a, b in zip(step_batches(7, 5), full[7:], strict=True) for a, b in zip(a, b))
 
 
+def test_a_resumed_stream_of_files_reads_at_most_one_pass_to_get_back_in_place():
+    from simsiam_keras import pipeline
+    from simsiam_keras.sources import EncodedImages
+
+    class CountedReads(EncodedImages):
+        def __init__(self, encoded):
+            self.encoded, self.reads = encoded, tf.Variable(0, dtype=tf.int64)
+
+        def __len__(self):
+            return len(self.encoded)
+
+        def dataset(self, num_shards=1, index=0, seed=0, shuffle=True):
+            ds = tf.data.Dataset.from_tensor_slices(self.encoded).shard(num_shards, index)
+            ds = ds.shuffle(len(self.encoded), seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+
+            def read(data):
+                self.reads.assign_add(1)
+                return data
+
+            return ds.map(read)
+
+    values = [10 * i for i in range(10)]
+    images = CountedReads([tf.io.encode_png(tf.fill((4, 4, 3), tf.constant(v, tf.uint8))).numpy() for v in values])
+    # 1000 passes of 10 images and 4 more images already trained: the rest of pass 1001 follows.
+    ds = pipeline.two_view_dataset(images, lambda image: image, 2, seed=1, skip_batches=5 * 1000 + 2, deterministic=True)
+    rest = [int(view[0, 0, 0]) for batch, _ in ds.take(3) for view in batch]
+    assert len(set(rest)) == 6 and set(rest) <= set(values), rest
+    assert images.reads.numpy() < 100, f"{images.reads.numpy()} reads to skip 1000 passes"
+
+
 @pytest.fixture
 def nan_at_step(monkeypatch):
     """Makes the SimSiam loss NaN from global step `k` on (in this process)."""
