@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from simsiam_keras.cli import USER_ERRORS, ArgumentParser, report_error
 from simsiam_keras.export import FORMATS, ParityError, check_target, export_checkpoint, parse_formats
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="a pretraining run's model.keras (or its directory), or a linear probe's classifier.keras")
     p.add_argument("--output", required=True, help="export folder to create, e.g. exported/NAME")
@@ -33,9 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         formats = parse_formats(args.formats)
         check_target(args.output, args.overwrite)
         result = export_checkpoint(args.checkpoint, args.output, formats, args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return report_error(error)
     except ParityError as error:
         print(f"error: export failed the parity check, nothing was written: {error}", file=sys.stderr)
         return 1

@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from simsiam_keras.cli import USER_ERRORS, ArgumentParser, report_error
 from simsiam_keras.config import SimSiamConfig
 from simsiam_keras.knn_eval import knn_eval
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="run directory, .keras file, export folder, SavedModel directory or .onnx file")
     p.add_argument("--dataset", default="synthetic", help="synthetic (default), npz:PATH, folder:PATH or a TFDS name")
@@ -40,9 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.dataset, data_dir=args.data_dir, k=args.k, temperature=args.temperature,
             batch_size=args.batch_size, kind=args.format, output=args.output,
         )
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return report_error(error)
     print(f"kNN top-1 {result['value']:.4f} on {result['dataset']} {result['split']} "
           f"({result['query_images']} queries, {result['bank_images']} bank images, k={args.k}, T={args.temperature})")
     print(f"wrote {result['output']}")

@@ -21,11 +21,12 @@ import argparse
 import os
 import sys
 
+from simsiam_keras.cli import USER_ERRORS, ArgumentParser, check_output_dir, report_error
 from simsiam_keras.config import LINEAR_EVAL_PRESETS, make_linear_eval_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="a run directory or its model.keras, an export folder or a SavedModel directory")
     p.add_argument("--dataset", default="synthetic",
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             recipe, epochs=args.epochs, batch_size=args.batch_size, base_lr=args.lr,
             cache_features=args.cache_features, seed=args.seed,
         )
+        check_output_dir(args.output_dir)
         from simsiam_keras.linear_probe import check_labelled, run_linear_eval
         from simsiam_keras.load import load_backbone
         from simsiam_keras.sources import load_source
@@ -58,9 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         backbone = load_backbone(args.checkpoint)
         source = load_source(args.dataset, backbone.input_shape[1], config.seed, args.data_dir)
         check_labelled(source)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return report_error(error)
     result = run_linear_eval(args.checkpoint, source, config, recipe, args.output_dir, args.dataset, args.data_dir,
                              verbose=0, backbone=backbone)
     print(f"linear probe ({recipe}, {config.epochs} epochs, lr {config.lr:g}, "

@@ -10,11 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from simsiam_keras.cli import USER_ERRORS, ArgumentParser, report_error
 from simsiam_keras.curves import plot_history
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="pretraining run directories (with history.csv)")
     p.add_argument("--output", help="PNG to write (default: RUN_DIR/curves.png for one run, curves.png for several)")
     p.add_argument("--labels", nargs="+", help="legend labels, one per run (default: the directory names)")
@@ -26,9 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output or (Path(args.run_dirs[0]) / "curves.png" if len(args.run_dirs) == 1 else "curves.png"))
     try:
         path = plot_history(args.run_dirs, output, args.labels)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return report_error(error)
     print(f"wrote {path}")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from simsiam_keras.cli import USER_ERRORS, ArgumentParser, report_error
 from simsiam_keras.config import CACHE_DECODED, PRESETS, make_config
 from simsiam_keras.distribute import STRATEGIES
 from simsiam_keras.divergence import DivergenceError
@@ -18,7 +19,7 @@ from simsiam_keras.pretrain import MIXED_PRECISION, pretrain
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", help="synthetic (default), npz:PATH, or a prepared TFDS name such as cifar10")
     p.add_argument("--data-dir", help="TFDS data directory")
     p.add_argument("--cache-decoded", choices=CACHE_DECODED,
@@ -66,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = make_config(preset, **args)
         result = pretrain(config)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return report_error(error)
     except DivergenceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3

@@ -94,23 +94,33 @@ def resnet(
     return keras.Model(inputs, features, name=name or f"resnet{depth}")
 
 
-def build_backbone(name: str, image_size: int, width: int = 64, sync_bn: bool = False) -> keras.Model:
-    """A backbone by name: `resnet50`, `resnet18_cifar`, or any `keras.applications` model (random init)."""
-    if name in MIN_IMAGE_SIZE and image_size < MIN_IMAGE_SIZE[name]:
+def check_backbone(name: str, image_size: int, width: int = 64) -> None:
+    """Raises ValueError, before anything is built, for an unknown name, a bad width or a too-small image.
+
+    keras.applications models check their own minimum image size when they are built.
+    """
+    if name not in MIN_IMAGE_SIZE:
+        application = getattr(keras.applications, name, None)
+        if application is None or not callable(application) or name.startswith("_"):
+            raise ValueError(
+                f"unknown backbone {name!r}: use resnet50, resnet18_cifar or a keras.applications name such as ResNet50V2"
+            )
+    if image_size < MIN_IMAGE_SIZE.get(name, 1):
         raise ValueError(
-            f"--image-size {image_size} is too small for {name}: it needs at least {MIN_IMAGE_SIZE[name]} pixels"
+            f"--image-size {image_size} is too small for {name}: it needs at least {MIN_IMAGE_SIZE.get(name, 1)} pixels"
         )
     if width < 1:
         raise ValueError(f"--backbone-width must be positive, got {width}")
+
+
+def build_backbone(name: str, image_size: int, width: int = 64, sync_bn: bool = False) -> keras.Model:
+    """A backbone by name: `resnet50`, `resnet18_cifar`, or any `keras.applications` model (random init)."""
+    check_backbone(name, image_size, width)
     if name == "resnet50":
         return resnet(50, image_size, width, sync_bn=sync_bn, name="resnet50")
     if name == "resnet18_cifar":
         return resnet(18, image_size, width, cifar_stem=True, sync_bn=sync_bn, name="resnet18_cifar")
-    application = getattr(keras.applications, name, None)
-    if application is None or not callable(application):
-        raise ValueError(
-            f"unknown backbone {name!r}: use resnet50, resnet18_cifar or a keras.applications name such as ResNet50V2"
-        )
+    application = getattr(keras.applications, name)
     inputs, x = _normalized_input(image_size)
     trunk = application(include_top=False, weights=None, input_shape=(image_size, image_size, 3), pooling="avg")
     return keras.Model(inputs, trunk(x), name=name)

@@ -233,3 +233,46 @@ def make_linear_eval_config(recipe: str = "paper", **overrides: Any) -> LinearEv
     if config.base_lr <= 0:
         raise ValueError(f"--lr must be positive, got {config.base_lr}")
     return config
+
+
+def check_config(config: SimSiamConfig) -> SimSiamConfig:
+    """Raises ValueError for a setting no run can use (NotADirectoryError for a run directory that is a
+    file), before anything is built or written.
+
+    Names and choices (similarity, strategy, precision, ...) are checked where they are used,
+    which is also before anything is written; this checks the numbers, the image size against
+    the backbone, the tf.data service address and the run directory's path.
+    """
+    import math
+    import re
+
+    from simsiam_keras.backbone import check_backbone
+    from simsiam_keras.cli import check_output_dir
+
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    check_backbone(config.backbone, config.image_size, config.backbone_width)
+    at_least = {"batch_size": 1, "proj_layers": 1, "proj_dim": 1, "proj_hidden_dim": 1, "pred_hidden_dim": 1,
+                "epochs": 0, "warmup_epochs": 0, "knn_every": 0, "knn_k": 1, "seed": 0, "cpu_replicas": 0}
+    for name, low in at_least.items():
+        if getattr(config, name) < low:
+            raise ValueError(f"{flag(name)} must be at least {low}, got {getattr(config, name)}")
+    if config.steps_per_epoch is not None and config.steps_per_epoch < 1:
+        raise ValueError(f"--steps-per-epoch must be at least 1, got {config.steps_per_epoch}")
+    for name in ("base_lr", "knn_temperature"):
+        if not (math.isfinite(getattr(config, name)) and getattr(config, name) > 0):
+            raise ValueError(f"{flag(name)} must be a positive number, got {getattr(config, name)}")
+    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+        raise ValueError(f"--weight-decay must be a number >= 0, got {config.weight_decay}")
+    if not 0 <= config.momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {config.momentum}")
+    if config.data_service and not re.fullmatch(r"[a-z][a-z0-9+]*://[^/\s]+", config.data_service):
+        raise ValueError(f"--data-service {config.data_service!r}: expected PROTOCOL://HOST:PORT, e.g. grpc://host:5050")
+    check_output_dir(config.output_dir)
+    return config
+
+
+# `benchmark.py train`: the global batch timed for each preset, sized for one CPU or GPU
+# (the recipes' batch of 512 would take minutes per step at 224 px on a CPU).
+BENCHMARK_BATCH_SIZE = {"cifar": 256, "imagenet": 32}

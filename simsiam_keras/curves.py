@@ -29,8 +29,12 @@ def read_history(run_dir: str | Path) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"{run_dir}: no {HISTORY_FILE} (a run with --epochs 0 has no curves)")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    columns = rows[0].keys() if rows else []
-    return {c: np.array([float(r[c]) if r[c] not in ("", None) else math.nan for r in rows]) for c in columns}
+    if not rows:
+        raise ValueError(f"{path}: no epochs recorded")
+    try:
+        return {c: np.array([float(r[c]) if r[c] not in ("", None) else math.nan for r in rows]) for c in rows[0]}
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: not a history.csv of numbers ({error})") from None
 
 
 def projector_dim(run_dir: str | Path) -> int | None:
@@ -87,5 +91,10 @@ def plot_history(
 ) -> Path:
     """Draws `history_figure(run_dirs, labels)` into `output_png` and returns its path."""
     output_png = Path(output_png)
-    history_figure(run_dirs, labels).savefig(output_png, dpi=100)
+    figure = history_figure(run_dirs, labels)
+    if not output_png.parent.is_dir():
+        raise FileNotFoundError(f"--output {output_png}: no such directory {output_png.parent}")
+    if output_png.is_dir():
+        raise ValueError(f"--output {output_png} is a directory, not an image file")
+    figure.savefig(output_png, dpi=100)
     return output_png

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from simsiam_keras.config import SimSiamConfig
-from simsiam_keras.load import INPUT_NAME, METADATA, OUTPUT_NAME
+from simsiam_keras.load import INPUT_NAME, METADATA, OUTPUT_NAME, load_keras_file
 from simsiam_keras.synthetic import make_synthetic
 
 FORMATS = ("saved_model", "onnx")
@@ -482,10 +482,9 @@ def export_checkpoint(
     run_dir = path.parent if sidecar is None else path.parent.parent
     config = _read_json(run_dir / "config.json")
 
-    import simsiam_keras  # noqa: F401  (registers SimSiam before loading)
     from simsiam_keras.model import SimSiam
 
-    model = keras.models.load_model(path, compile=False, safe_mode=True)
+    model = load_keras_file(path)
     if isinstance(model, SimSiam):
         return export_backbone(model.backbone, output_dir, config=config, run_dir=run_dir, formats=formats,
                                overwrite=overwrite)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -122,10 +123,26 @@ def load_backbone(path: str | Path) -> keras.Model:
         raise ValueError(f"--checkpoint {path}: an ONNX model has no Keras form; use load_feature_extractor")
     if checkpoint.kind == "saved_model":
         return _saved_model_backbone(checkpoint.path, checkpoint.metadata.get("image_size"))
-    import simsiam_keras  # noqa: F401  (registers SimSiam and its optimizer before loading)
+    return _features_only(load_keras_file(checkpoint.path))
 
-    model = keras.models.load_model(checkpoint.path, compile=False, safe_mode=True)
-    return _features_only(model)
+
+def load_keras_file(path: str | Path, compile: bool = False) -> keras.Model:
+    """A `.keras` file, loaded with `safe_mode=True`: a model that would run stored Python code is refused.
+
+    Any failure is a ValueError naming the file, fit for a command line.
+    """
+    import simsiam_keras  # noqa: F401  (registers SimSiam and its optimizer before loading)
+    from simsiam_keras.cli import one_line
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--checkpoint {path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"--checkpoint {path}: not a .keras file (a .keras file is a zip archive)")
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a file it cannot read
+        raise ValueError(f"--checkpoint {path}: cannot be loaded: {one_line(error) or type(error).__name__}") from None
 
 
 class FeatureExtractor:

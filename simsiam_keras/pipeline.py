@@ -110,11 +110,7 @@ def two_view_dataset(
     num_shards, index = shard
     if not isinstance(images, (np.ndarray, EncodedImages)):
         images = ImageFiles(list(images))
-    if len(images) // num_shards < batch_size:
-        raise ValueError(
-            f"--batch-size {batch_size} is larger than the dataset ({len(images)} images"
-            + (f" in {num_shards} shards)" if num_shards > 1 else ")")
-        )
+    check_batch_fits(len(images), batch_size, num_shards)
     seed = shard_seed(seed, index)
     skip = skip_batches * batch_size
     if isinstance(images, np.ndarray):
@@ -235,6 +231,15 @@ def image_dataset(images: np.ndarray, image_size: int, batch_size: int = 256) ->
         return batch
 
     return ds.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def check_batch_fits(num_images: int, batch_size: int, num_shards: int = 1) -> None:
+    """Raises ValueError when a shard of the data cannot fill one batch (batches are full)."""
+    if num_images // num_shards < batch_size:
+        raise ValueError(
+            f"--batch-size {batch_size} is larger than the dataset ({num_images} images"
+            + (f" in {num_shards} shards)" if num_shards > 1 else ")")
+        )
 
 
 def steps_per_epoch(num_images: int, batch_size: int) -> int:

@@ -16,7 +16,7 @@ import tensorflow as tf
 from simsiam_keras import backup, pipeline, sources
 from simsiam_keras.augment import SimSiamAugment
 from simsiam_keras.callbacks import HistoryCSV, KNNMonitor, keep_history
-from simsiam_keras.config import SimSiamConfig
+from simsiam_keras.config import SimSiamConfig, check_config
 from simsiam_keras.curves import plot_history
 from simsiam_keras.distribute import check_batch_size, is_chief, make_strategy
 from simsiam_keras.divergence import DivergenceError, DivergenceGuard
@@ -113,6 +113,7 @@ def pretrain(config: SimSiamConfig, source: sources.DataSource | None = None, ve
     every evaluation compares against. A NaN or Inf loss raises `DivergenceError`, leaving the
     last good backup in place.
     """
+    check_config(config)
     if config.backup_every_steps < 0:
         raise ValueError(f"--backup-every-steps must be 0 (epoch ends only) or more, got {config.backup_every_steps}")
     start_at = backup.check_resumable(config)
@@ -124,6 +125,7 @@ def pretrain(config: SimSiamConfig, source: sources.DataSource | None = None, ve
         source = sources.load_source(config.dataset, config.image_size, config.seed, config.data_dir)
     keras.utils.set_random_seed(config.seed)
     images = source.pretrain_images
+    pipeline.check_batch_fits(len(images), config.batch_size)
     cache_decoded = pipeline.cache_pays(images, config.cache_decoded)
     steps = config.steps_per_epoch or pipeline.steps_per_epoch(len(images), config.batch_size)
     start = time.time()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -149,6 +151,8 @@ def _as_labels(y: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
     y = np.asarray(y).reshape(-1)
     if not np.issubdtype(y.dtype, np.integer) or len(y) != n:
         raise ValueError(f"{what} must be {n} integer labels, got dtype {y.dtype} and {len(y)} values")
+    if n and y.min() < 0:
+        raise ValueError(f"{what} must be class indices >= 0, got {y.min()}")
     return y.astype(np.int64)
 
 
@@ -169,11 +173,23 @@ def load_npz(path: str) -> DataSource:
     """An .npz with `x_train` (uint8 NHWC) and optionally `y_train`, `x_test`, `y_test`."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--dataset npz:{path}: no such file")
-    with np.load(path, allow_pickle=False) as f:
-        if "x_train" not in f.files:
-            raise ValueError(f"--dataset npz:{path} has no 'x_train' array (found: {', '.join(f.files) or 'nothing'})")
-        arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test") if k in f.files}
-    return from_arrays(f"npz:{path}", **arrays)
+    if not zipfile.is_zipfile(path):
+        # np.load would read a lone .npy array, or try to unpickle any other file.
+        raise ValueError(f"--dataset npz:{path}: not an .npz archive (save one with numpy.savez)")
+    try:
+        # allow_pickle=False: object arrays would be unpickled, which can run arbitrary code.
+        with np.load(path, allow_pickle=False) as f:
+            if "x_train" not in f.files:
+                raise ValueError(f"has no 'x_train' array (found: {', '.join(f.files) or 'nothing'})")
+            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test") if k in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        if "pickle" in str(error).lower():
+            error = "holds object arrays, which are never unpickled: save plain numeric arrays"
+        raise ValueError(f"--dataset npz:{path}: {error}") from None
+    try:
+        return from_arrays(f"npz:{path}", **arrays)
+    except ValueError as error:
+        raise ValueError(f"--dataset npz:{path}: {error}") from None
 
 
 def _image_key(builder) -> str:
