@@ -1,7 +1,11 @@
-"""Measure SimSiam throughput on this machine.
+"""Measure SimSiam throughput and host memory on this machine.
 
-    python scripts/benchmark.py train --backbone resnet18_cifar --backbone-width 64 --image-size 32 --batch-size 256
+    python scripts/benchmark.py train                      # cifar preset: resnet18_cifar width 64, 32 px, batch 256
+    python scripts/benchmark.py train --preset imagenet    # imagenet preset: resnet50 width 64, 224 px, batch 32
     python scripts/benchmark.py input --backbone-width 16
+
+`train` prints images/s and the peak host memory (RSS) of the run; run one preset per command,
+since a process's memory high-water mark is its own.
 """
 
 from __future__ import annotations
@@ -11,21 +15,25 @@ import os
 import sys
 
 from simsiam_keras.benchmark import input_benchmark, train_throughput
+from simsiam_keras.cli import USER_ERRORS, ArgumentParser, report_error
+from simsiam_keras.config import BENCHMARK_BATCH_SIZE
 from simsiam_keras.distribute import STRATEGIES
 from simsiam_keras.pretrain import MIXED_PRECISION
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="training images/s (each image = two views) on random data")
-    train.add_argument("--backbone", default="resnet18_cifar")
-    train.add_argument("--backbone-width", type=int, default=64)
-    train.add_argument("--image-size", type=int, default=32)
-    train.add_argument("--batch-size", type=int, default=256)
+    train = commands.add_parser("train", help="training images/s (each image = two views) and peak host memory, on random data")
+    train.add_argument("--preset", default="cifar", choices=sorted(BENCHMARK_BATCH_SIZE),
+                       help="model and batch defaults: cifar (resnet18_cifar, 32 px, batch 256) or imagenet "
+                            "(resnet50, 224 px, batch 32)")
+    train.add_argument("--backbone", help="default: the preset's")
+    train.add_argument("--backbone-width", type=int, help="default 64")
+    train.add_argument("--image-size", type=int, help="default: the preset's")
+    train.add_argument("--batch-size", type=int, help="global batch (default: 256 for cifar, 32 for imagenet)")
     train.add_argument("--steps", type=int, default=10)
     train.add_argument("--warmup-steps", type=int, default=3)
-    train.add_argument("--preset", default="cifar", choices=("cifar", "imagenet"))
     train.add_argument("--strategy", default="auto", choices=STRATEGIES)
     train.add_argument("--cpu-replicas", type=int, default=0)
     train.add_argument("--mixed-precision", default="off", choices=sorted(MIXED_PRECISION))
@@ -42,15 +50,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.pop("command") == "input":
             return report_input(**args)
         result = train_throughput(**args)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return report_error(error)
     print(
-        f"train {args['backbone']} width {args['backbone_width']} {args['image_size']}px batch {args['batch_size']}: "
-        f"{result['images_per_second']:.1f} images/s ({result['seconds_per_step'] * 1000:.0f} ms/step, "
-        f"{result['parameters'] / 1e6:.2f}M backbone parameters)"
+        f"train {result['backbone']} width {result['backbone_width']} {result['image_size']}px "
+        f"batch {result['batch_size']}: {result['images_per_second']:.1f} images/s "
+        f"({result['seconds_per_step'] * 1000:.0f} ms/step, {result['parameters'] / 1e6:.2f}M backbone parameters)"
     )
+    print(f"  {memory_line(result)}")
     return 0
+
+
+def memory_line(result: dict) -> str:
+    if result["peak_rss_mb"] is None:
+        return "peak host memory: not available on this platform"
+    if result["peak_includes_startup"]:
+        return f"peak host memory {result['peak_rss_mb']:.0f} MB (RSS high-water mark of the whole process)"
+    return (f"peak host memory {result['peak_rss_mb']:.0f} MB during the run: {result['rss_before_mb']:.0f} MB "
+            f"before it (Python, TensorFlow) + {result['rss_increase_mb']:.0f} MB while building and training "
+            f"(weights, optimizer state, data, activations, TensorFlow's runtime)")
 
 
 def report_input(**kwargs) -> int:

@@ -2,50 +2,138 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sys
 import time
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
 
 from simsiam_keras.augment import SimSiamAugment, random_resized_crop, resize_crop
-from simsiam_keras.config import make_config
-from simsiam_keras.distribute import make_strategy
-from simsiam_keras.pipeline import two_view_dataset
+from simsiam_keras.config import BENCHMARK_BATCH_SIZE, check_config, make_config
+from simsiam_keras.distribute import check_batch_size, make_strategy
+from simsiam_keras.pipeline import check_batch_fits, two_view_dataset
 from simsiam_keras.pretrain import build_compiled_model
 
 
+@dataclasses.dataclass
+class HostMemory:
+    """Resident host memory (RSS) of this process around a measured block, in MB (10^6 bytes).
+
+    `peak_mb` is the high-water mark while the block ran; `before_mb` the RSS when it started
+    (TensorFlow and the other imports are already in it), so `peak_mb - before_mb` is what the
+    block added at its peak. Read from Linux's /proc/self/status (VmHWM, VmRSS); the peak is
+    reset at the start through /proc/self/clear_refs. Where that reset is refused,
+    `peak_includes_startup` is True and the peak covers the whole process since it started.
+    Elsewhere (no /proc), `getrusage`'s whole-process peak is all there is.
+    """
+
+    before_mb: float | None = None
+    peak_mb: float | None = None
+    peak_includes_startup: bool = True
+
+    @property
+    def increase_mb(self) -> float | None:
+        if self.peak_mb is None or self.before_mb is None:
+            return None
+        return self.peak_mb - self.before_mb
+
+
+def _proc_status_mb(field: str) -> float | None:
+    """A `kB` field of /proc/self/status (Linux) in MB, or None where there is no such file."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        return None
+    return None
+
+
+def _getrusage_peak_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6  # bytes on macOS, KiB on Linux
+
+
+@contextlib.contextmanager
+def measure_host_memory() -> Iterator[HostMemory]:
+    """Measures the peak RSS of the `with` block; the HostMemory is filled in when the block ends."""
+    memory = HostMemory(before_mb=_proc_status_mb("VmRSS"))
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0, proc(5))
+        memory.peak_includes_startup = False
+    except OSError:
+        pass
+    try:
+        yield memory
+    finally:
+        memory.peak_mb = _proc_status_mb("VmHWM") or _getrusage_peak_mb()
+
+
 def train_throughput(
-    backbone: str = "resnet18_cifar",
-    backbone_width: int = 64,
-    image_size: int = 32,
-    batch_size: int = 256,
+    backbone: str | None = None,
+    backbone_width: int | None = None,
+    image_size: int | None = None,
+    batch_size: int | None = None,
     steps: int = 10,
     warmup_steps: int = 3,
     preset: str = "cifar",
     strategy: str = "auto",
     cpu_replicas: int = 0,
     mixed_precision: str = "off",
-) -> dict[str, float]:
-    """SimSiam training images per second (one image = two views) on random in-memory data."""
-    config = make_config(
+) -> dict[str, Any]:
+    """SimSiam training images per second (one image = two views) on random in-memory data, and
+    the host memory the run took (see HostMemory).
+
+    Unset model settings come from the preset (cifar: resnet18_cifar at 32 px; imagenet:
+    resnet50 at 224 px; width 64) and the batch from BENCHMARK_BATCH_SIZE. Everything is
+    checked before the model is built.
+    """
+    if steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {steps}")
+    if warmup_steps < 0:
+        raise ValueError(f"--warmup-steps must be at least 0, got {warmup_steps}")
+    if preset not in BENCHMARK_BATCH_SIZE:
+        raise ValueError(f"--preset must be one of {', '.join(BENCHMARK_BATCH_SIZE)}, got {preset!r}")
+    config = check_config(make_config(
         preset, backbone=backbone, backbone_width=backbone_width, image_size=image_size,
-        batch_size=batch_size, mixed_precision=mixed_precision,
-    )
-    model = build_compiled_model(config, make_strategy(strategy, cpu_replicas), steps_per_epoch=steps)
-    rng = np.random.default_rng(0)
-    views = tuple(rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype("float32") for _ in range(2))
-    data = tf.data.Dataset.from_tensors(views).repeat()
-    model.fit(data, epochs=1, steps_per_epoch=warmup_steps, shuffle=False, verbose=0)
-    start = time.perf_counter()
-    model.fit(data, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
-    seconds = time.perf_counter() - start
+        batch_size=batch_size if batch_size is not None else BENCHMARK_BATCH_SIZE[preset],
+        mixed_precision=mixed_precision,
+    ))
+    size, batch = config.image_size, config.batch_size
+    with measure_host_memory() as memory:
+        distribution = make_strategy(strategy, cpu_replicas)
+        check_batch_size(batch, distribution.num_replicas_in_sync)
+        model = build_compiled_model(config, distribution, steps_per_epoch=steps)
+        rng = np.random.default_rng(0)
+        views = tuple(rng.random((batch, size, size, 3), dtype=np.float32) * 255 for _ in range(2))
+        data = tf.data.Dataset.from_tensors(views).repeat()
+        if warmup_steps:
+            model.fit(data, epochs=1, steps_per_epoch=warmup_steps, shuffle=False, verbose=0)
+        start = time.perf_counter()
+        model.fit(data, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
+        seconds = time.perf_counter() - start
     return {
-        "images_per_second": steps * batch_size / seconds,
+        "backbone": config.backbone,
+        "backbone_width": config.backbone_width,
+        "image_size": size,
+        "batch_size": batch,
+        "images_per_second": steps * batch / seconds,
         "seconds_per_step": seconds / steps,
         "parameters": float(model.backbone.count_params()),
+        "peak_rss_mb": memory.peak_mb,
+        "rss_before_mb": memory.before_mb,
+        "rss_increase_mb": memory.increase_mb,
+        "peak_includes_startup": memory.peak_includes_startup,
     }
 
 
@@ -95,7 +183,10 @@ def input_throughput_arrays(
     }
 
 
-def write_jpeg_folder(folder: str, count: int = 2000, width: int = 500, height: int = 375) -> list[str]:
+JPEG_FOLDER_SIZE = 2000
+
+
+def write_jpeg_folder(folder: str, count: int = JPEG_FOLDER_SIZE, width: int = 500, height: int = 375) -> list[str]:
     """`count` JPEG files of natural-ish content (smooth shapes and texture, not white noise)."""
     from simsiam_keras.synthetic import make_synthetic
 
@@ -152,13 +243,21 @@ def input_benchmark(
 
     (a) in-memory 32x32 arrays, cifar preset, against resnet18_cifar; (b) a folder of JPEGs at
     224 (2,000 images of 500x375 are generated in `jpeg_dir` if it has none), imagenet preset,
-    against resnet50.
+    against resnet50. The arguments are checked before anything is measured or written.
     """
+    sizes = {"batch_size": batch_size, "batches": batches, "backbone_width": backbone_width,
+             "jpeg_batch_size": jpeg_batch_size, "train_batch_size": train_batch_size}
+    for name, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if os.path.exists(jpeg_dir) and not os.path.isdir(jpeg_dir):
+        raise NotADirectoryError(f"--jpeg-dir {jpeg_dir} exists and is not a folder")
+    files = sorted(os.path.join(jpeg_dir, f) for f in os.listdir(jpeg_dir)) if os.path.isdir(jpeg_dir) else []
+    check_batch_fits(len(files) or JPEG_FOLDER_SIZE, jpeg_batch_size)
     arrays = input_throughput_arrays("cifar", 32, batch_size=batch_size, batches=batches)
     arrays["train step"] = train_throughput("resnet18_cifar", backbone_width, 32, batch_size, preset="cifar")[
         "images_per_second"]
-    files = sorted(os.path.join(jpeg_dir, f) for f in os.listdir(jpeg_dir)) if os.path.isdir(jpeg_dir) else []
-    files = files or write_jpeg_folder(jpeg_dir)
+    files = files or write_jpeg_folder(jpeg_dir, JPEG_FOLDER_SIZE)
     jpegs = input_throughput_files(files, "imagenet", 224, jpeg_batch_size, batches=max(3, batches // 4))
     jpegs["train step"] = train_throughput("resnet50", backbone_width, 224, train_batch_size, steps=3, warmup_steps=1,
                                            preset="imagenet")["images_per_second"]
