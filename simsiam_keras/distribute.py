@@ -100,3 +100,16 @@ def worker_output_dir(output_dir: str, strategy: tf.distribute.Strategy) -> str:
 
     resolver = strategy.cluster_resolver
     return tempfile.mkdtemp(prefix=f"simsiam_{resolver.task_type}{resolver.task_id}_")
+
+
+def weights_fingerprint(model) -> str:
+    """A short hash of every weight's value: the workers of one run must print the same one."""
+    import hashlib
+
+    import keras
+
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(weight.path.encode())
+        digest.update(keras.ops.convert_to_numpy(weight.value).tobytes())
+    return digest.hexdigest()[:16]

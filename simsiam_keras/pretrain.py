@@ -18,7 +18,7 @@ from simsiam_keras.augment import SimSiamAugment
 from simsiam_keras.callbacks import HistoryCSV, KNNMonitor, keep_history
 from simsiam_keras.config import SimSiamConfig, check_config
 from simsiam_keras.curves import plot_history
-from simsiam_keras.distribute import check_batch_size, is_chief, make_strategy
+from simsiam_keras.distribute import check_batch_size, is_chief, make_strategy, weights_fingerprint
 from simsiam_keras.divergence import DivergenceError, DivergenceGuard
 from simsiam_keras.model import SimSiam, build_simsiam
 from simsiam_keras.optimizers import make_optimizers
@@ -182,6 +182,9 @@ def pretrain(config: SimSiamConfig, source: sources.DataSource | None = None, ve
         monitor.set_model(model)
         knn_before = monitor.evaluate()
         print(f"random init: knn_acc {knn_before:.4f}")
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        resolver = strategy.cluster_resolver
+        print(f"{resolver.task_type} {resolver.task_id}: final weights fingerprint {weights_fingerprint(model)}")
     if chief:
         model.save(os.path.join(config.output_dir, "model.keras"))
         if history or start_at is not None:

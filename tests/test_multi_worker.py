@@ -1,0 +1,73 @@
+"""Two MultiWorkerMirroredStrategy workers on 127.0.0.1: same weights, chief-only files, resume after a kill.
+
+Each run is bounded in time: `tests.multi_worker.wait` kills workers that do not stop by themselves.
+"""
+
+import csv
+import os
+import re
+import signal
+import time
+
+import keras
+import pytest
+
+import simsiam_keras  # noqa: F401  (registers the classes model.keras needs)
+from tests.multi_worker import start_workers, wait
+
+FLAGS = ["--image-size", "16", "--backbone-width", "8", "--proj-dim", "64", "--proj-hidden-dim", "64",
+         "--pred-hidden-dim", "16", "--batch-size", "16", "--knn-every", "0", "--steps-per-epoch", "4",
+         "--backup-every-steps", "2"]
+
+
+def fingerprints(log_dir):
+    logs = [(log_dir / f"worker{i}.log").read_text() for i in (0, 1)]
+    return [re.findall(r"worker \d: final weights fingerprint (\w+)", log) for log in logs], logs
+
+
+def history_epochs(run):
+    with open(run / "history.csv") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """Worker temp dirs land here, so the test can see that none is left behind."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    return tmp
+
+
+def test_two_workers_train_the_same_weights_and_only_the_chief_writes(tmp_path, private_tmp):
+    run = tmp_path / "run"
+    codes = wait(start_workers(str(run), [*FLAGS, "--epochs", "2"], str(tmp_path)), timeout=400)
+    (prints, logs) = fingerprints(tmp_path)
+    assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert prints[0] and prints[0] == prints[1], "the two workers ended with different weights"
+    assert history_epochs(run) == [1, 2]  # one writer: no duplicated rows
+    assert sorted(os.listdir(run)) == ["backup", "config.json", "curves.png", "history.csv", "logs", "model.keras"]
+    assert not os.listdir(private_tmp), "a non-chief worker left its temporary files"
+    model = keras.models.load_model(run / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == int(model.predictor_optimizer.iterations.numpy()) == 8
+
+
+def test_killing_one_worker_and_restarting_both_resumes_from_the_last_backup(tmp_path, private_tmp):
+    run = tmp_path / "run"
+    flags = [*FLAGS, "--epochs", "3"]
+    procs = start_workers(str(run), flags, str(tmp_path))
+    deadline = time.time() + 300
+    # Kill worker 1 once the chief has backed up past the first epoch (global step 6: epoch 2, step 2).
+    while not (run / "backup" / "ckpt-6.index").exists() and time.time() < deadline and procs[1].poll() is None:
+        time.sleep(0.5)
+    assert procs[1].poll() is None, "the run ended before it could be interrupted"
+    os.kill(procs[1].pid, signal.SIGKILL)
+    wait(procs, timeout=120)  # the chief stops (or is stopped) once its peer is gone
+    codes = wait(start_workers(str(run), flags, str(tmp_path)), timeout=400)
+    (prints, logs) = fingerprints(tmp_path)
+    assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert all("resuming" in log for log in logs), "a worker started from scratch"
+    assert prints[0] and prints[0] == prints[1]
+    assert history_epochs(run) == [1, 2, 3]
+    model = keras.models.load_model(run / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == int(model.predictor_optimizer.iterations.numpy()) == 12
