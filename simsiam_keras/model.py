@@ -149,6 +149,13 @@ class SimSiam(keras.Model):
         return isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # compile() built the model and both optimizers, so no sample batch is needed. Drawing
+        # one (Keras does under any strategy) opens an extra iterator on the dataset: that
+        # advances its reshuffle seeds by as many passes as the iterator prefetched, so the
+        # batches of every later pass would depend on timing, and a resumed run's would differ.
+        optimizers = [o for o in (self.optimizer, self.predictor_optimizer) if o is not None]
+        if all(layer.built for layer in self._flatten_layers()) and all(o.built for o in optimizers):
+            return super()._maybe_symbolic_build(iterator=None, data_batch=None)
         # keras-team/keras#20585: Keras 3 builds from one batch averaged with strategy.reduce,
         # which MultiWorkerMirroredStrategy cannot do for our (view1, view2) batches. The first
         # local replica's batch has the same shapes, which is all the build needs.

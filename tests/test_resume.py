@@ -163,6 +163,20 @@ def test_skipped_steps_feed_each_replica_the_batches_it_would_have_had():
     assert all(np.array_equal(a, b) for a, b in zip(step_batches(7, 5), full[7:], strict=True) for a, b in zip(a, b))
 
 
+def test_fit_under_a_strategy_opens_no_extra_iterator_on_the_data(tiny_config):
+    """Keras draws a sample batch under any strategy; its iterator would advance the dataset's
+    reshuffle seeds by a timing-dependent number of passes (a resumed run would see other data)."""
+    from simsiam_keras.distribute import make_strategy
+    from simsiam_keras.pretrain import build_compiled_model
+
+    class NoIterating:
+        def __iter__(self):
+            raise AssertionError("the model drew a sample batch from the training data")
+
+    model = build_compiled_model(tiny_config, make_strategy("mirrored"), 4)
+    model._maybe_symbolic_build(iterator=NoIterating())
+
+
 def test_a_resumed_stream_of_files_reads_at_most_one_pass_to_get_back_in_place():
     from simsiam_keras import pipeline
     from simsiam_keras.sources import EncodedImages
