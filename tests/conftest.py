@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -42,3 +43,13 @@ def tiny_config():
         epochs=2,
         knn_every=0,
     )
+
+
+@pytest.fixture(scope="session")
+def npz_dataset(tmp_path_factory):
+    """A tiny labelled .npz (64 train, 16 test images of 16x16, 4 classes) for command-line runs."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8), y_train=np.arange(64) % 4,
+             x_test=rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8), y_test=np.arange(16) % 4)
+    return path

@@ -23,15 +23,6 @@ def run_cli(*args, cwd=None):
     return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def npz_dataset(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8), y_train=np.arange(64) % 4,
-             x_test=rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8), y_test=np.arange(16) % 4)
-    return path
-
-
 def test_cli_run_writes_config_history_and_model(npz_dataset, tmp_path):
     out = tmp_path / "run"
     result = run_cli("--dataset", f"npz:{npz_dataset}", *TINY, "--epochs", "2", "--knn-every", "1",

@@ -31,15 +31,6 @@ def command(*args):
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-@pytest.fixture(scope="module")
-def npz_dataset(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8), y_train=np.arange(64) % 4,
-             x_test=rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8), y_test=np.arange(16) % 4)
-    return path
-
-
 def history_rows(run):
     with open(run / "history.csv") as f:
         return list(csv.DictReader(f))
