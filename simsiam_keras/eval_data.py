@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from simsiam_keras import sources
 from simsiam_keras.decode import decode_centre_crop
+from simsiam_keras.pipeline import image_dataset
 
 AUTOTUNE = tf.data.AUTOTUNE
 QUERY_SPLITS = ("test", "val", "validation")
@@ -62,16 +63,8 @@ def encoded_batches(encoded: tf.data.Dataset, image_size: int, batch_size: int) 
 
 def array_batches(images: np.ndarray, labels: np.ndarray, image_size: int, batch_size: int) -> tf.data.Dataset:
     """uint8 NHWC arrays -> (float32 images, int64 labels) batches, resized to `image_size` if needed."""
-    resize = images.shape[1:3] != (image_size, image_size)
-
-    def prepare(batch, label):
-        batch = tf.cast(batch, tf.float32)
-        if resize:
-            batch = tf.image.resize(batch, (image_size, image_size), antialias=True)
-        return batch, label
-
-    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64))).batch(batch_size)
-    return ds.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    labels = tf.data.Dataset.from_tensor_slices(labels.astype(np.int64)).batch(batch_size)
+    return tf.data.Dataset.zip((image_dataset(images, image_size, batch_size), labels))
 
 
 def _array_split(name: str, images: np.ndarray, labels: np.ndarray) -> LabelledSplit:

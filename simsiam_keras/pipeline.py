@@ -113,14 +113,18 @@ def two_view_dataset(
     check_batch_fits(len(images), batch_size, num_shards)
     seed = shard_seed(seed, index)
     skip = skip_batches * batch_size
+
+    def reshuffled(ds: tf.data.Dataset) -> tf.data.Dataset:
+        return ds.shuffle(len(images) // num_shards + 1, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+
     if isinstance(images, np.ndarray):
         ds = tf.data.Dataset.from_tensor_slices(images).shard(num_shards, index)
-        ds = ds.shuffle(len(images) // num_shards + 1, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+        ds = reshuffled(ds)
         view = as_view_fn(augment)
     elif cache_decoded:
         ds = images.dataset(num_shards, index, seed, shuffle=False)
         ds = _count_and_drop_bad(ds.map(decode_image, num_parallel_calls=AUTOTUNE), skipped).cache()
-        ds = ds.shuffle(len(images) // num_shards + 1, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+        ds = reshuffled(ds)
         view = as_view_fn(augment)
     else:
         ds = images.dataset(num_shards, index, seed, shuffle)
