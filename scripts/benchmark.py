@@ -14,11 +14,11 @@ import argparse
 import os
 import sys
 
-from simsiam_keras.benchmark import input_benchmark, train_throughput
-from simsiam_keras.cli import USER_ERRORS, ArgumentParser, report_error
+from simsiam_keras.benchmark.throughput import input_benchmark, train_throughput
+from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser, report_error
 from simsiam_keras.config import BENCHMARK_BATCH_SIZE
-from simsiam_keras.distribute import STRATEGIES
-from simsiam_keras.pretrain import MIXED_PRECISION
+from simsiam_keras.train.distribute import STRATEGIES
+from simsiam_keras.train.pretrain import MIXED_PRECISION
 
 
 def main(argv: list[str] | None = None) -> int:

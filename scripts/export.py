@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from simsiam_keras.cli import USER_ERRORS, ArgumentParser, report_error
-from simsiam_keras.export import FORMATS, ParityError, check_target, export_checkpoint, parse_formats
+from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser, report_error
+from simsiam_keras.export.export import FORMATS, ParityError, check_target, export_checkpoint, parse_formats
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

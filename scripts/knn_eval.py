@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from simsiam_keras.cli import USER_ERRORS, ArgumentParser, report_error
+from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser, report_error
 from simsiam_keras.config import SimSiamConfig
-from simsiam_keras.knn_eval import knn_eval
+from simsiam_keras.evaluate.knn_eval import knn_eval
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 
-from simsiam_keras.cli import USER_ERRORS, ArgumentParser, check_output_dir, report_error
+from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser, check_output_dir, report_error
 from simsiam_keras.config import LINEAR_EVAL_PRESETS, make_linear_eval_config
 
 
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
             cache_features=args.cache_features, seed=args.seed,
         )
         check_output_dir(args.output_dir)
-        from simsiam_keras.linear_probe import check_labelled, run_linear_eval
-        from simsiam_keras.load import load_backbone
-        from simsiam_keras.sources import load_source
+        from simsiam_keras.data.sources import load_source
+        from simsiam_keras.evaluate.linear_probe import check_labelled, run_linear_eval
+        from simsiam_keras.export.load import load_backbone
 
         backbone = load_backbone(args.checkpoint)
         source = load_source(args.dataset, backbone.input_shape[1], config.seed, args.data_dir)

@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from simsiam_keras.cli import USER_ERRORS, ArgumentParser, report_error
-from simsiam_keras.curves import plot_history
+from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser, report_error
+from simsiam_keras.evaluate.curves import plot_history
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

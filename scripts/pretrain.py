@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from simsiam_keras.cli import USER_ERRORS, ArgumentParser, report_error
+from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser, report_error
 from simsiam_keras.config import CACHE_DECODED, PRESETS, make_config
-from simsiam_keras.distribute import STRATEGIES
-from simsiam_keras.divergence import DivergenceError
-from simsiam_keras.loss import SIMILARITIES
-from simsiam_keras.pretrain import MIXED_PRECISION, pretrain
+from simsiam_keras.method.loss import SIMILARITIES
+from simsiam_keras.train.distribute import STRATEGIES
+from simsiam_keras.train.divergence import DivergenceError
+from simsiam_keras.train.pretrain import MIXED_PRECISION, pretrain
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -4,6 +4,6 @@ Importing the package registers its Keras classes, so `keras.models.load_model` 
 `.keras` files a run writes.
 """
 
-from simsiam_keras import model, optimizers  # noqa: F401  (registers SimSiam and TorchSGD)
+from simsiam_keras.method import model, optimizers  # noqa: F401  (registers SimSiam and TorchSGD)
 
 __version__ = "0.1.0"

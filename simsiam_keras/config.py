@@ -246,8 +246,8 @@ def check_config(config: SimSiamConfig) -> SimSiamConfig:
     import math
     import re
 
-    from simsiam_keras.backbone import check_backbone
-    from simsiam_keras.cli import check_output_dir
+    from simsiam_keras.cli.parser import check_output_dir
+    from simsiam_keras.nets.backbone import check_backbone
 
     def flag(name: str) -> str:
         return "--" + name.replace("_", "-")

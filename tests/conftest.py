@@ -10,9 +10,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from simsiam_keras.distribute import split_cpu  # noqa: E402
+from simsiam_keras.train.distribute import split_cpu  # noqa: E402
 
 CPU_REPLICAS = 2
 split_cpu(CPU_REPLICAS)

@@ -1,4 +1,4 @@
-"""Tests for simsiam_keras.augment: torchvision semantics, per-image randomness, tf.data use."""
+"""Tests for simsiam_keras.augment.recipe: torchvision semantics, per-image randomness, tf.data use."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_keras import augment as A
+from simsiam_keras.augment.recipe import recipe as A
 from simsiam_keras.config import AugmentConfig
 
 SCALE = (0.2, 1.0)

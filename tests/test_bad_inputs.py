@@ -135,8 +135,8 @@ def _row_id(row) -> str:
 def tree(tmp_path_factory) -> Path:
     """A working directory with a finished run (with backup), an export and broken inputs."""
     from simsiam_keras.config import make_config
-    from simsiam_keras.pretrain import pretrain
-    from simsiam_keras.sources import from_arrays
+    from simsiam_keras.data.sources import from_arrays
+    from simsiam_keras.train.pretrain import pretrain
 
     root = tmp_path_factory.mktemp("tree")
     rng = np.random.default_rng(0)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from simsiam_keras.benchmark import input_throughput_files, train_throughput, write_jpeg_folder
+from simsiam_keras.benchmark.throughput import input_throughput_files, train_throughput, write_jpeg_folder
 
 
 def test_file_benchmark_reports_every_stage(tmp_path):
@@ -14,7 +14,7 @@ def test_file_benchmark_reports_every_stage(tmp_path):
 
 
 def test_host_memory_counts_what_the_block_allocates():
-    from simsiam_keras.benchmark import measure_host_memory
+    from simsiam_keras.benchmark.throughput import measure_host_memory
 
     with measure_host_memory() as memory:
         block = np.ones(25_000_000)  # 200 MB, every page written

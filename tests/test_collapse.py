@@ -5,12 +5,12 @@ import math
 import keras
 import pytest
 
-from simsiam_keras.augment import SimSiamAugment
+from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.config import make_config
-from simsiam_keras.pipeline import two_view_dataset
-from simsiam_keras.distribute import make_strategy
-from simsiam_keras.pretrain import build_compiled_model
-from simsiam_keras.synthetic import make_synthetic
+from simsiam_keras.data.pipeline import two_view_dataset
+from simsiam_keras.data.synthetic import make_synthetic
+from simsiam_keras.train.distribute import make_strategy
+from simsiam_keras.train.pretrain import build_compiled_model
 
 EPOCHS, STEPS = 8, 10
 

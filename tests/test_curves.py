@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from simsiam_keras.callbacks import HistoryCSV
-from simsiam_keras.curves import history_figure
+from simsiam_keras.evaluate.curves import history_figure
+from simsiam_keras.train.callbacks import HistoryCSV
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "plot_history.py"
 
@@ -81,9 +81,9 @@ def test_script_mistakes_get_one_line(two_runs, tmp_path, capsys, args, message)
 
 
 def test_pretraining_draws_the_curves_into_its_run_directory(tiny_config, tmp_path):
-    from simsiam_keras.pretrain import pretrain
-    from simsiam_keras.sources import from_arrays
-    from simsiam_keras.synthetic import make_synthetic
+    from simsiam_keras.data.sources import from_arrays
+    from simsiam_keras.data.synthetic import make_synthetic
+    from simsiam_keras.train.pretrain import pretrain
 
     tiny_config.output_dir = str(tmp_path / "run")
     tiny_config.epochs, tiny_config.steps_per_epoch = 1, 2

@@ -1,4 +1,4 @@
-"""Tests for simsiam_keras.decode: every file type decodes like PIL, bad files give ok=False
+"""Tests for simsiam_keras.data.decode: every file type decodes like PIL, bad files give ok=False
 inside tf.data without raising, and crop-before-decode draws the same crops as decode-then-crop.
 
 All files are generated on the spot with PIL and numpy.
@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from simsiam_keras.augment import sample_crop_box
-from simsiam_keras.decode import decode_and_random_crop, decode_image, is_jpeg
+from simsiam_keras.augment.recipe import sample_crop_box
+from simsiam_keras.data.decode import decode_and_random_crop, decode_image, is_jpeg
 
 SCALE = (0.2, 1.0)
 RATIO = (3 / 4, 4 / 3)

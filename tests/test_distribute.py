@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_keras.distribute import check_batch_size, make_strategy
-from simsiam_keras.pretrain import build_compiled_model
+from simsiam_keras.train.distribute import check_batch_size, make_strategy
+from simsiam_keras.train.pretrain import build_compiled_model
 
 
 def fixed_views(n=64, size=16):

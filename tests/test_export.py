@@ -21,13 +21,13 @@ import pytest
 import tensorflow as tf
 
 import simsiam_keras  # noqa: F401  (registers the classes model.keras needs)
-from simsiam_keras import export as export_lib
-from simsiam_keras.backbone import build_backbone
 from simsiam_keras.config import make_config
-from simsiam_keras.load import load_feature_extractor
-from simsiam_keras.pretrain import dtype_policy, pretrain
-from simsiam_keras.sources import load_source
-from simsiam_keras.synthetic import CLASS_NAMES, make_synthetic
+from simsiam_keras.data.sources import load_source
+from simsiam_keras.data.synthetic import CLASS_NAMES, make_synthetic
+from simsiam_keras.export.export import export as export_lib
+from simsiam_keras.export.load import load_feature_extractor
+from simsiam_keras.nets.backbone import build_backbone
+from simsiam_keras.train.pretrain import dtype_policy, pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "export.py"
@@ -137,7 +137,7 @@ def test_backbone_export_matches_keras_at_batch_1_and_7(workdir):
     assert reference.std(axis=0).max() > 1e-3, "features do not depend on the image: a weak parity check"
     assert_close(reference, saved_model_outputs(export / "saved_model", images)["features"])
     assert_close(reference, onnx_outputs(export / "model.onnx", images)["features"])
-    # What simsiam_keras.load (kNN and linear evaluation) reads from an export folder.
+    # What simsiam_keras.export.load (kNN and linear evaluation) reads from an export folder.
     assert_close(reference, load_feature_extractor(export, kind="onnx")(images))
 
     meta = json.loads((export / "metadata.json").read_text())

@@ -12,15 +12,15 @@ import pytest
 import tensorflow as tf
 
 from simsiam_keras.config import make_config
-from simsiam_keras.eval_data import eval_data
-from simsiam_keras.export import export_backbone
-from simsiam_keras.knn import extract_features, extract_labelled_features
-from simsiam_keras.knn_eval import knn_eval
-from simsiam_keras.load import load_backbone, load_feature_extractor
-from simsiam_keras.model import build_simsiam
-from simsiam_keras.results import read_results
-from simsiam_keras.sources import load_source
-from simsiam_keras.synthetic import make_synthetic
+from simsiam_keras.data.eval_splits import eval_data
+from simsiam_keras.data.sources import load_source
+from simsiam_keras.data.synthetic import make_synthetic
+from simsiam_keras.evaluate.knn import extract_features, extract_labelled_features
+from simsiam_keras.evaluate.knn_eval import knn_eval
+from simsiam_keras.evaluate.results import read_results
+from simsiam_keras.export.export import export_backbone
+from simsiam_keras.export.load import load_backbone, load_feature_extractor
+from simsiam_keras.method.model import build_simsiam
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "knn_eval.py"
 
@@ -161,12 +161,12 @@ def _script_main():
     ],
 )
 def test_cli_mistakes_get_one_line_before_any_model_is_loaded(run_dir, tmp_path, capsys, monkeypatch, args, message):
-    import simsiam_keras.knn_eval
+    import simsiam_keras.evaluate.knn_eval
 
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr(simsiam_keras.knn_eval, "load_feature_extractor", no_loading)
+    monkeypatch.setattr(simsiam_keras.evaluate.knn_eval, "load_feature_extractor", no_loading)
     args = [a.format(tmp=tmp_path, run=run_dir) for a in args]
     assert _script_main()(args) == 2
     err = capsys.readouterr().err.strip().splitlines()

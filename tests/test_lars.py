@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from simsiam_keras.lars import LARS
+from simsiam_keras.evaluate.lars import LARS
 
 
 def reference_step(w, g, buf, lr, momentum, wd, eta, eps, adapt):

@@ -12,13 +12,17 @@ import tensorflow as tf
 
 import simsiam_keras  # noqa: F401  (registers the classes model.keras needs)
 from simsiam_keras.config import make_config, make_linear_eval_config
-from simsiam_keras.linear_probe import (
-    backbone_unchanged, eval_view, linear_eval, save_classifier, top_k_accuracy,
+from simsiam_keras.data.sources import from_arrays
+from simsiam_keras.data.synthetic import make_synthetic
+from simsiam_keras.evaluate.linear_probe import (
+    backbone_unchanged,
+    eval_view,
+    linear_eval,
+    save_classifier,
+    top_k_accuracy,
 )
-from simsiam_keras.load import load_backbone
-from simsiam_keras.model import build_simsiam
-from simsiam_keras.sources import from_arrays
-from simsiam_keras.synthetic import make_synthetic
+from simsiam_keras.export.load import load_backbone
+from simsiam_keras.method.model import build_simsiam
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "linear_eval.py")
 
@@ -37,7 +41,7 @@ def source():
 
 @pytest.fixture(scope="module")
 def pretrained_run(source, tmp_path_factory):
-    from simsiam_keras.pretrain import pretrain
+    from simsiam_keras.train.pretrain import pretrain
 
     run = tmp_path_factory.mktemp("run")
     keras.utils.set_random_seed(0)

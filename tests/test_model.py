@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_keras.backbone import build_backbone
-from simsiam_keras.heads import predictor, projector
-from simsiam_keras.model import SimSiam, build_simsiam
-from simsiam_keras.optimizers import TorchSGD, make_optimizers
+from simsiam_keras.method.model import SimSiam, build_simsiam
+from simsiam_keras.method.optimizers import TorchSGD, make_optimizers
+from simsiam_keras.nets.backbone import build_backbone
+from simsiam_keras.nets.heads import predictor, projector
 
 
 def trainable_count(model):
@@ -173,7 +173,7 @@ def test_test_step_reports_the_loss_without_updating(tiny_config):
 
 @pytest.mark.parametrize("policy", ["bfloat16", "float16"])
 def test_mixed_precision_trains_both_optimizers_with_float32_loss(tiny_config, policy):
-    from simsiam_keras.pretrain import build_compiled_model
+    from simsiam_keras.train.pretrain import build_compiled_model
 
     tiny_config.mixed_precision = policy
     model = build_compiled_model(tiny_config, tf.distribute.get_strategy(), steps_per_epoch=2)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from simsiam_keras.augment import SimSiamAugment
+from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.config import make_config
-from simsiam_keras.pipeline import two_view_dataset
+from simsiam_keras.data.pipeline import two_view_dataset
 
 
 def first_batch(images, seed=0, batch_size=8, **kwargs):
@@ -97,7 +97,7 @@ def write_image_files(folder, good=6, size=(40, 30)):
 
 
 def test_file_pipeline_skips_and_counts_bad_files(tmp_path):
-    from simsiam_keras.pipeline import SkippedFiles
+    from simsiam_keras.data.pipeline import SkippedFiles
 
     files, num_bad = write_image_files(tmp_path)
     skipped = SkippedFiles()
@@ -128,7 +128,7 @@ def _shard_images(images, num_shards=2, global_batch=8, **kwargs):
     """What each input worker's pipeline yields in one epoch, as in distribute_datasets_from_function."""
     import tensorflow as tf
 
-    from simsiam_keras.pipeline import input_fn
+    from simsiam_keras.data.pipeline import input_fn
 
     fn = input_fn(images, _identity, global_batch, seed=0, repeat=False, **kwargs)
     out = []
@@ -163,7 +163,7 @@ def test_two_workers_shard_image_files_too(tmp_path):
 def test_workers_draw_different_augmentations():
     import tensorflow as tf
 
-    from simsiam_keras.pipeline import input_fn
+    from simsiam_keras.data.pipeline import input_fn
 
     images = np.repeat(np.random.default_rng(0).integers(0, 256, (1, 20, 20, 3), dtype=np.uint8), 16, axis=0)
     fn = input_fn(images, SimSiamAugment(16, make_config("cifar").augment), 8, seed=0, shuffle=False, deterministic=True)
@@ -172,7 +172,7 @@ def test_workers_draw_different_augmentations():
 
 
 def test_decoded_cache_skips_bad_files_once_and_keeps_augmenting(tmp_path):
-    from simsiam_keras.pipeline import SkippedFiles
+    from simsiam_keras.data.pipeline import SkippedFiles
 
     files, num_bad = write_image_files(tmp_path, size=(24, 24))
     skipped = SkippedFiles()
@@ -186,8 +186,8 @@ def test_decoded_cache_skips_bad_files_once_and_keeps_augmenting(tmp_path):
 
 
 def test_cache_decision():
-    from simsiam_keras.pipeline import cache_pays
-    from simsiam_keras.sources import EncodedImages, ImageFiles
+    from simsiam_keras.data.pipeline import cache_pays
+    from simsiam_keras.data.sources import EncodedImages, ImageFiles
 
     class Huge(EncodedImages):
         def __len__(self):
@@ -206,7 +206,7 @@ def test_cache_decision():
 def test_tf_data_service_workers_split_the_epoch_without_repeating_draws():
     import tensorflow as tf
 
-    from simsiam_keras.pipeline import input_fn
+    from simsiam_keras.data.pipeline import input_fn
 
     service = tf.data.experimental.service
     dispatcher = service.DispatchServer()

@@ -8,8 +8,8 @@ import onnxruntime as ort
 import pytest
 import tensorflow as tf
 
-from simsiam_keras.distribute import make_strategy
-from simsiam_keras.pretrain import build_compiled_model
+from simsiam_keras.train.distribute import make_strategy
+from simsiam_keras.train.pretrain import build_compiled_model
 
 STEPS = 4
 
@@ -24,7 +24,7 @@ def views_dataset(config) -> tf.data.Dataset:
 # (float16 under MirroredStrategy trains too, but tracing it takes a minute on this CPU.)
 @pytest.mark.parametrize("precision, strategy", [("bfloat16", "default"), ("float16", "default")])
 def test_mixed_precision_trains_both_optimizers_and_exports_float32(precision, strategy, tiny_config, tmp_path):
-    from simsiam_keras.export import export_backbone
+    from simsiam_keras.export.export import export_backbone
 
     tiny_config.mixed_precision = precision
     model = build_compiled_model(tiny_config, make_strategy(strategy), STEPS)
@@ -54,7 +54,7 @@ def test_mixed_precision_trains_both_optimizers_and_exports_float32(precision, s
 
 
 def test_mixed_precision_onnx_export_is_float32(tiny_config, tmp_path):
-    from simsiam_keras.export import export_backbone
+    from simsiam_keras.export.export import export_backbone
 
     tiny_config.mixed_precision = "float16"
     model = build_compiled_model(tiny_config, tf.distribute.get_strategy(), STEPS)

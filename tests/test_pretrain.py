@@ -71,9 +71,9 @@ def test_cli_mistakes_get_one_clear_line(tmp_path, args, message):
 
 def test_short_pretraining_raises_knn_accuracy_on_synthetic_data(tmp_path):
     from simsiam_keras.config import make_config
-    from simsiam_keras.sources import from_arrays
-    from simsiam_keras.pretrain import pretrain
-    from simsiam_keras.synthetic import make_synthetic
+    from simsiam_keras.data.sources import from_arrays
+    from simsiam_keras.data.synthetic import make_synthetic
+    from simsiam_keras.train.pretrain import pretrain
 
     source = from_arrays("synthetic", **make_synthetic(num_train=2560, num_test=500, seed=0))
     config = make_config("quickstart", backbone_width=8, epochs=5, steps_per_epoch=40, knn_every=5,

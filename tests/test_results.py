@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from simsiam_keras.results import append_result, read_results, results_path
+from simsiam_keras.evaluate.results import append_result, read_results, results_path
 
 
 def test_append_accumulates_records_in_order(tmp_path):

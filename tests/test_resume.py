@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 
 import simsiam_keras  # noqa: F401  (registers the classes model.keras needs)
-from simsiam_keras import backup
-from simsiam_keras.divergence import DivergenceError
+from simsiam_keras.train import backup
+from simsiam_keras.train.divergence import DivergenceError
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "pretrain.py")
 STEPS, EPOCHS, EVERY = 8, 4, 3  # 64 images in batches of 8; a backup every 3 global steps
@@ -141,7 +141,7 @@ def test_resuming_with_another_architecture_or_recipe_is_refused_before_building
 
 
 def test_skipped_steps_feed_each_replica_the_batches_it_would_have_had():
-    from simsiam_keras import pipeline
+    from simsiam_keras.data import pipeline
 
     images = np.arange(40 * 2 * 2 * 3, dtype=np.uint8).reshape(40, 2, 2, 3) % 251
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
@@ -158,8 +158,8 @@ def test_skipped_steps_feed_each_replica_the_batches_it_would_have_had():
 def test_fit_under_a_strategy_opens_no_extra_iterator_on_the_data(tiny_config):
     """Keras draws a sample batch under any strategy; its iterator would advance the dataset's
     reshuffle seeds by a timing-dependent number of passes (a resumed run would see other data)."""
-    from simsiam_keras.distribute import make_strategy
-    from simsiam_keras.pretrain import build_compiled_model
+    from simsiam_keras.train.distribute import make_strategy
+    from simsiam_keras.train.pretrain import build_compiled_model
 
     class NoIterating:
         def __iter__(self):
@@ -170,8 +170,8 @@ def test_fit_under_a_strategy_opens_no_extra_iterator_on_the_data(tiny_config):
 
 
 def test_a_resumed_stream_of_files_reads_at_most_one_pass_to_get_back_in_place():
-    from simsiam_keras import pipeline
-    from simsiam_keras.sources import EncodedImages
+    from simsiam_keras.data import pipeline
+    from simsiam_keras.data.sources import EncodedImages
 
     class CountedReads(EncodedImages):
         def __init__(self, encoded):
@@ -202,7 +202,7 @@ def test_a_resumed_stream_of_files_reads_at_most_one_pass_to_get_back_in_place()
 @pytest.fixture
 def nan_at_step(monkeypatch):
     """Makes the SimSiam loss NaN from global step `k` on (in this process)."""
-    from simsiam_keras.model import SimSiam
+    from simsiam_keras.method.model import SimSiam
 
     def install(k):
         original = SimSiam.compute_simsiam_loss
@@ -217,8 +217,8 @@ def nan_at_step(monkeypatch):
 
 
 def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_backup(tmp_path, tiny_config, nan_at_step):
-    from simsiam_keras.pretrain import build_compiled_model, pretrain
-    from simsiam_keras.sources import from_arrays
+    from simsiam_keras.data.sources import from_arrays
+    from simsiam_keras.train.pretrain import build_compiled_model, pretrain
 
     rng = np.random.default_rng(0)
     source = from_arrays("tiny", x_train=rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8))
@@ -255,7 +255,7 @@ def test_cli_divergence_is_one_error_line_and_exit_code_3(npz_dataset, tmp_path)
 
 
 def test_a_backup_killed_while_being_written_leaves_the_previous_one_loadable(tmp_path, tiny_config):
-    from simsiam_keras.pretrain import build_compiled_model
+    from simsiam_keras.train.pretrain import build_compiled_model
 
     strategy = tf.distribute.get_strategy()
     model = build_compiled_model(tiny_config, strategy, 4)

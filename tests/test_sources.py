@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from simsiam_keras.sources import load_npz, load_source
+from simsiam_keras.data.sources import load_npz, load_source
 
 
 def test_npz_source_round_trip_and_grayscale(tmp_path):
@@ -104,9 +104,9 @@ class TinyPhotos:
 
 
 def test_large_or_variable_size_tfds_dataset_streams_encoded_images(tmp_path):
-    from simsiam_keras.augment import SimSiamAugment
-    from simsiam_keras.pipeline import two_view_dataset
-    from simsiam_keras.sources import TFDSImages
+    from simsiam_keras.augment.recipe import SimSiamAugment
+    from simsiam_keras.data.pipeline import two_view_dataset
+    from simsiam_keras.data.sources import TFDSImages
 
     TinyPhotos.prepare(tmp_path)
     source = load_source("tiny_photos", image_size=16, data_dir=str(tmp_path))
@@ -133,7 +133,7 @@ def _touch(path, content=b"x"):
 
 
 def test_folder_with_splits_and_labels(tmp_path):
-    from simsiam_keras.sources import list_image_folder
+    from simsiam_keras.data.sources import list_image_folder
 
     for split, classes in {"train": ["cat", "dog"], "test": ["dog", "emu"]}.items():
         for c in classes:
@@ -149,7 +149,7 @@ def test_folder_with_splits_and_labels(tmp_path):
 
 
 def test_flat_folder_is_one_unlabelled_split(tmp_path):
-    from simsiam_keras.sources import list_image_folder
+    from simsiam_keras.data.sources import list_image_folder
 
     for name in ("1.jpg", "2.bmp", "3.gif"):
         _touch(tmp_path / name)
@@ -158,7 +158,7 @@ def test_flat_folder_is_one_unlabelled_split(tmp_path):
 
 
 def test_class_folders_without_splits_are_a_labelled_train_split(tmp_path):
-    from simsiam_keras.sources import list_image_folder
+    from simsiam_keras.data.sources import list_image_folder
 
     _touch(tmp_path / "a" / "1.jpg")
     _touch(tmp_path / "b" / "1.jpg")
@@ -168,7 +168,7 @@ def test_class_folders_without_splits_are_a_labelled_train_split(tmp_path):
 
 @pytest.mark.parametrize("layout", [[], ["readme.txt"], ["empty_class/"]])
 def test_folder_without_images_is_a_clear_error(tmp_path, layout):
-    from simsiam_keras.sources import list_image_folder
+    from simsiam_keras.data.sources import list_image_folder
 
     for entry in layout:
         if entry.endswith("/"):

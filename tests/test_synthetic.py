@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simsiam_keras.synthetic import CLASS_NAMES, make_synthetic, render
+from simsiam_keras.data.synthetic import CLASS_NAMES, make_synthetic, render
 
 NUM_CLASSES = len(CLASS_NAMES)
 FIXED_POSE = dict(scale_range=(0.7, 0.7), rotation_range=(0.3, 0.3), position_jitter=0.0)

@@ -13,15 +13,16 @@ from typing import Iterator, NamedTuple
 import keras
 import tensorflow as tf
 
-from simsiam_keras import backup, pipeline, sources
-from simsiam_keras.augment import SimSiamAugment
-from simsiam_keras.callbacks import HistoryCSV, KNNMonitor, keep_history
+from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.config import SimSiamConfig, check_config
-from simsiam_keras.curves import plot_history
-from simsiam_keras.distribute import check_batch_size, is_chief, make_strategy, weights_fingerprint
-from simsiam_keras.divergence import DivergenceError, DivergenceGuard
-from simsiam_keras.model import SimSiam, build_simsiam
-from simsiam_keras.optimizers import make_optimizers
+from simsiam_keras.data import pipeline, sources
+from simsiam_keras.evaluate.curves import plot_history
+from simsiam_keras.method.model import SimSiam, build_simsiam
+from simsiam_keras.method.optimizers import make_optimizers
+from simsiam_keras.train import backup
+from simsiam_keras.train.callbacks import HistoryCSV, KNNMonitor, keep_history
+from simsiam_keras.train.distribute import check_batch_size, is_chief, make_strategy, weights_fingerprint
+from simsiam_keras.train.divergence import DivergenceError, DivergenceGuard
 
 MIXED_PRECISION = {"off": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 

@@ -12,11 +12,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from simsiam_keras.augment import SimSiamAugment, random_resized_crop, resize_crop
+from simsiam_keras.augment.recipe import SimSiamAugment, random_resized_crop, resize_crop
 from simsiam_keras.config import BENCHMARK_BATCH_SIZE, check_config, make_config
-from simsiam_keras.distribute import check_batch_size, make_strategy
-from simsiam_keras.pipeline import check_batch_fits, two_view_dataset
-from simsiam_keras.pretrain import build_compiled_model
+from simsiam_keras.data.pipeline import check_batch_fits, two_view_dataset
+from simsiam_keras.train.distribute import check_batch_size, make_strategy
+from simsiam_keras.train.pretrain import build_compiled_model
 
 
 @dataclasses.dataclass
@@ -188,7 +188,7 @@ JPEG_FOLDER_SIZE = 2000
 
 def write_jpeg_folder(folder: str, count: int = JPEG_FOLDER_SIZE, width: int = 500, height: int = 375) -> list[str]:
     """`count` JPEG files of natural-ish content (smooth shapes and texture, not white noise)."""
-    from simsiam_keras.synthetic import make_synthetic
+    from simsiam_keras.data.synthetic import make_synthetic
 
     os.makedirs(folder, exist_ok=True)
     small = make_synthetic(num_train=count, num_test=0, image_size=96, seed=0, random_colours=True)["x_train"]

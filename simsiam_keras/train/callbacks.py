@@ -11,7 +11,7 @@ import tempfile
 import keras
 import numpy as np
 
-from simsiam_keras.knn import evaluate_backbone_knn
+from simsiam_keras.evaluate.knn import evaluate_backbone_knn
 
 HISTORY_COLUMNS = ("epoch", "loss", "z_std", "knn_acc", "lr_encoder", "lr_predictor")
 

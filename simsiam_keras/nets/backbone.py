@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 
 from simsiam_keras.config import IMAGENET_MEAN, IMAGENET_STD
-from simsiam_keras.layers import batch_norm, conv_initializer
+from simsiam_keras.nets.layers import batch_norm, conv_initializer
 
 # Total downsampling of each backbone: the smallest image it can take.
 MIN_IMAGE_SIZE = {"resnet50": 32, "resnet18_cifar": 8}

@@ -24,8 +24,8 @@ import keras
 import tensorflow as tf
 
 from simsiam_keras.config import SimSiamConfig
-from simsiam_keras.distribute import is_chief
-from simsiam_keras.divergence import DivergenceError, all_finite
+from simsiam_keras.train.distribute import is_chief
+from simsiam_keras.train.divergence import DivergenceError, all_finite
 
 BACKUP_DIR = "backup"
 # Two backups: the newest, and the one before it while the next is written.

@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from simsiam_keras.config import SimSiamConfig
-from simsiam_keras.load import FeatureExtractor
-from simsiam_keras.pipeline import image_dataset
+from simsiam_keras.data.pipeline import image_dataset
+from simsiam_keras.export.load import FeatureExtractor
 
 FeatureModel = Union[keras.Model, FeatureExtractor]
 KNN_K, KNN_TEMPERATURE = SimSiamConfig.knn_k, SimSiamConfig.knn_temperature

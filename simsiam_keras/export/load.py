@@ -132,7 +132,7 @@ def load_keras_file(path: str | Path, compile: bool = False) -> keras.Model:
     Any failure is a ValueError naming the file, fit for a command line.
     """
     import simsiam_keras  # noqa: F401  (registers SimSiam and its optimizer before loading)
-    from simsiam_keras.cli import one_line
+    from simsiam_keras.cli.parser import one_line
 
     path = Path(path)
     if not path.is_file():

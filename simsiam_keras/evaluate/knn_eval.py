@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simsiam_keras.eval_data import eval_data
-from simsiam_keras.knn import KNN_K, KNN_TEMPERATURE, evaluate_knn
-from simsiam_keras.load import load_feature_extractor, resolve_checkpoint, run_dir_of
-from simsiam_keras.results import append_result
+from simsiam_keras.data.eval_splits import eval_data
+from simsiam_keras.evaluate.knn import KNN_K, KNN_TEMPERATURE, evaluate_knn
+from simsiam_keras.evaluate.results import append_result
+from simsiam_keras.export.load import load_feature_extractor, resolve_checkpoint, run_dir_of
 
 METRIC = "knn_top1"
 

@@ -34,8 +34,8 @@ import numpy as np
 import tensorflow as tf
 
 from simsiam_keras.config import SimSiamConfig
-from simsiam_keras.load import INPUT_NAME, METADATA, OUTPUT_NAME, load_keras_file
-from simsiam_keras.synthetic import make_synthetic
+from simsiam_keras.data.synthetic import make_synthetic
+from simsiam_keras.export.load import INPUT_NAME, METADATA, OUTPUT_NAME, load_keras_file
 
 FORMATS = ("saved_model", "onnx")
 SAVED_MODEL_DIR = "saved_model"
@@ -482,7 +482,7 @@ def export_checkpoint(
     run_dir = path.parent if sidecar is None else path.parent.parent
     config = _read_json(run_dir / "config.json")
 
-    from simsiam_keras.model import SimSiam
+    from simsiam_keras.method.model import SimSiam
 
     model = load_keras_file(path)
     if isinstance(model, SimSiam):

@@ -265,7 +265,7 @@ def load_tfds(name: str, data_dir: str | None = None, image_size: int = 224, mon
 def load_source(spec: str, image_size: int = 32, seed: int = 0, data_dir: str | None = None) -> DataSource:
     """Resolves `--dataset`: `synthetic`, `npz:PATH`, `folder:PATH`, or a prepared TFDS name such as `cifar10`."""
     if spec == "synthetic":
-        from simsiam_keras.synthetic import make_synthetic
+        from simsiam_keras.data.synthetic import make_synthetic
 
         return from_arrays("synthetic", **make_synthetic(image_size=image_size, seed=seed))
     if spec.startswith("npz:"):
@@ -357,7 +357,7 @@ def decode_for_eval(encoded, image_size: int) -> tuple[np.ndarray, np.ndarray | 
     """
     import tensorflow as tf
 
-    from simsiam_keras.decode import decode_centre_crop
+    from simsiam_keras.data.decode import decode_centre_crop
 
     labelled = isinstance(encoded.element_spec, tuple)
 
@@ -406,7 +406,7 @@ def _any_decodes(files: list[str]) -> bool:
     """Whether at least one file decodes: stops at the first that does (a cheap check up front)."""
     import tensorflow as tf
 
-    from simsiam_keras.decode import decode_image
+    from simsiam_keras.data.decode import decode_image
 
     ds = tf.data.Dataset.from_tensor_slices(files).map(lambda p: decode_image(tf.io.read_file(p))[1])
     return bool(list(ds.filter(lambda ok: ok).take(1)))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from simsiam_keras import backbone as backbone_lib
-from simsiam_keras import heads
 from simsiam_keras.config import SimSiamConfig
-from simsiam_keras.loss import per_example_loss, z_std
+from simsiam_keras.method.loss import per_example_loss, z_std
+from simsiam_keras.nets import backbone as backbone_lib
+from simsiam_keras.nets import heads
 
 
 @keras.saving.register_keras_serializable(package="simsiam_keras")

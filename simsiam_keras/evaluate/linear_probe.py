@@ -22,12 +22,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from simsiam_keras.augment import random_flip, random_resized_crop
+from simsiam_keras.augment.recipe import random_flip, random_resized_crop
 from simsiam_keras.config import LinearEvalConfig
-from simsiam_keras.lars import LARS
-from simsiam_keras.optimizers import TorchSGD
-from simsiam_keras.results import append_result
-from simsiam_keras.sources import DataSource
+from simsiam_keras.data.sources import DataSource
+from simsiam_keras.evaluate.lars import LARS
+from simsiam_keras.evaluate.results import append_result
+from simsiam_keras.method.optimizers import TorchSGD
 
 CLASSIFIER_FILE = "classifier.keras"
 CLASSIFIER_INFO = "classifier.json"
@@ -218,11 +218,11 @@ def class_names(spec: str, num_classes: int, data_dir: str | None = None) -> lis
     """Names of the classes of a `--dataset` spec; "0", "1", ... when the source has none."""
     names: list[str] = []
     if spec == "synthetic":
-        from simsiam_keras.synthetic import CLASS_NAMES
+        from simsiam_keras.data.synthetic import CLASS_NAMES
 
         names = list(CLASS_NAMES)
     elif spec.startswith("folder:"):
-        from simsiam_keras.sources import list_image_folder
+        from simsiam_keras.data.sources import list_image_folder
 
         names = list(list_image_folder(spec[len("folder:"):])["train"].class_names)
     elif not spec.startswith("npz:"):
@@ -259,7 +259,7 @@ def save_classifier(
 
 def backbone_name(backbone: keras.Model, checkpoint: str) -> str:
     """The architecture name: from the run's config.json or the export's metadata.json, else the model's name."""
-    from simsiam_keras.load import resolve_checkpoint
+    from simsiam_keras.export.load import resolve_checkpoint
 
     path = Path(checkpoint)
     config = (path if path.is_dir() else path.parent) / "config.json"
@@ -288,7 +288,7 @@ def run_linear_eval(
     RUN/linear next to the checkpoint) and appends top-1/top-5 to the run's results.json.
     `backbone` is the checkpoint's, when the caller has loaded it already.
     """
-    from simsiam_keras.load import load_backbone, run_dir_of
+    from simsiam_keras.export.load import load_backbone, run_dir_of
 
     check_labelled(source)
     backbone = backbone if backbone is not None else load_backbone(checkpoint)

@@ -18,9 +18,9 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from simsiam_keras import sources
-from simsiam_keras.decode import decode_centre_crop
-from simsiam_keras.pipeline import image_dataset
+from simsiam_keras.data import sources
+from simsiam_keras.data.decode import decode_centre_crop
+from simsiam_keras.data.pipeline import image_dataset
 
 AUTOTUNE = tf.data.AUTOTUNE
 QUERY_SPLITS = ("test", "val", "validation")
@@ -72,7 +72,7 @@ def _array_split(name: str, images: np.ndarray, labels: np.ndarray) -> LabelledS
 
 
 def _synthetic(seed: int) -> EvalData:
-    from simsiam_keras.synthetic import CLASS_NAMES, make_synthetic
+    from simsiam_keras.data.synthetic import CLASS_NAMES, make_synthetic
 
     # Generated at the model's image size (as pretraining generated it), once per size.
     generate = functools.lru_cache(maxsize=2)(lambda size: make_synthetic(image_size=size, seed=seed))
