@@ -1,4 +1,4 @@
-"""Tests for simsiam_keras.augment.recipe: torchvision semantics, per-image randomness, tf.data use."""
+"""Tests for simsiam_keras.augment: torchvision semantics, per-image randomness, tf.data use."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_keras.augment.recipe import recipe as A
+from simsiam_keras.augment import blur, colour, crop, recipe, seeds
 from simsiam_keras.config import AugmentConfig
 
 SCALE = (0.2, 1.0)
@@ -37,7 +37,7 @@ def _map_seeds(fn, n: int, salt: int = 0) -> np.ndarray:
 
 
 def _tf_boxes(height, width, n, scale=SCALE, ratio=RATIO, salt=0) -> np.ndarray:
-    return _map_seeds(lambda s: tf.stack(A.sample_crop_box(height, width, scale, ratio, s)), n, salt)
+    return _map_seeds(lambda s: tf.stack(crop.sample_crop_box(height, width, scale, ratio, s)), n, salt)
 
 
 def _torchvision_boxes(height, width, n, scale=SCALE, ratio=RATIO, seed=0):
@@ -145,8 +145,8 @@ def test_crop_box_fallback_is_clamped_centre_crop(height, width, scale, expected
 
 def test_sample_crop_box_same_for_int32_and_int64_seeds():
     for i in range(5):
-        a = tf.stack(A.sample_crop_box(50, 70, SCALE, RATIO, _seed(i, 3, tf.int32)))
-        b = tf.stack(A.sample_crop_box(50, 70, SCALE, RATIO, _seed(i, 3, tf.int64)))
+        a = tf.stack(crop.sample_crop_box(50, 70, SCALE, RATIO, _seed(i, 3, tf.int32)))
+        b = tf.stack(crop.sample_crop_box(50, 70, SCALE, RATIO, _seed(i, 3, tf.int64)))
         np.testing.assert_array_equal(a, b)
 
 
@@ -159,12 +159,12 @@ def test_crop_box_dynamic_shape_and_seed_dtypes():
         ]
     )
     def box(height, width, seed):
-        return tf.stack(A.sample_crop_box(height, width, SCALE, RATIO, seed))
+        return tf.stack(crop.sample_crop_box(height, width, SCALE, RATIO, seed))
 
     graph = box(tf.constant(375), tf.constant(500), _seed(3, 4, tf.int64)).numpy()
-    eager = tf.stack(A.sample_crop_box(375, 500, SCALE, RATIO, _seed(3, 4, tf.int64))).numpy()
+    eager = tf.stack(crop.sample_crop_box(375, 500, SCALE, RATIO, _seed(3, 4, tf.int64))).numpy()
     np.testing.assert_array_equal(graph, eager)
-    int32 = tf.stack(A.sample_crop_box(375, 500, SCALE, RATIO, _seed(3, 4, tf.int32))).numpy()
+    int32 = tf.stack(crop.sample_crop_box(375, 500, SCALE, RATIO, _seed(3, 4, tf.int32))).numpy()
     for b in (graph, int32):
         assert b[0] + b[2] <= 375 and b[1] + b[3] <= 500
 
@@ -175,23 +175,23 @@ def test_random_resized_crop_takes_the_sampled_window():
     image = image[:, :16]
     for i in range(5):
         seed = _seed(i)
-        oy, ox, h, w = [int(v) for v in A.sample_crop_box(16, 16, (0.25, 0.25), (1.0, 1.0), seed)]
+        oy, ox, h, w = [int(v) for v in crop.sample_crop_box(16, 16, (0.25, 0.25), (1.0, 1.0), seed)]
         assert (h, w) == (8, 8)
-        out = A.random_resized_crop(tf.constant(image), 8, (0.25, 0.25), (1.0, 1.0), seed).numpy()
+        out = crop.random_resized_crop(tf.constant(image), 8, (0.25, 0.25), (1.0, 1.0), seed).numpy()
         np.testing.assert_allclose(out, image[oy : oy + 8, ox : ox + 8], atol=1e-6)
 
 
 def test_random_resized_crop_downscale_is_antialiased():
     image = tf.constant(_rand_image((64, 48, 3), seed=2))
     seed = _seed(5)
-    oy, ox, h, w = A.sample_crop_box(64, 48, SCALE, RATIO, seed)
-    crop = image[oy : oy + h, ox : ox + w]
-    out = A.random_resized_crop(image, 12, SCALE, RATIO, seed)
-    expected = tf.image.resize(crop, (12, 12), method="bilinear", antialias=True)
+    oy, ox, h, w = crop.sample_crop_box(64, 48, SCALE, RATIO, seed)
+    box = image[oy : oy + h, ox : ox + w]
+    out = crop.random_resized_crop(image, 12, SCALE, RATIO, seed)
+    expected = tf.image.resize(box, (12, 12), method="bilinear", antialias=True)
     np.testing.assert_allclose(out.numpy(), expected.numpy(), atol=1e-5)
     # ...and an upscale equals plain bilinear (what antialias=True gives there too).
-    out = A.random_resized_crop(image, 80, SCALE, RATIO, seed)
-    expected = tf.image.resize(crop, (80, 80), method="bilinear", antialias=True)
+    out = crop.random_resized_crop(image, 80, SCALE, RATIO, seed)
+    expected = tf.image.resize(box, (80, 80), method="bilinear", antialias=True)
     np.testing.assert_allclose(out.numpy(), expected.numpy(), atol=1e-5)
 
 
@@ -200,16 +200,16 @@ def test_random_resized_crop_downscale_is_antialiased():
 
 def test_random_apply_probability_and_identity():
     image = tf.constant(_rand_image((4, 5, 3)))
-    np.testing.assert_array_equal(A.random_apply(lambda x: x + 1, 0.0, image, _seed(0)), image)
-    np.testing.assert_array_equal(A.random_apply(lambda x: x + 1, 1.0, image, _seed(0)), image + 1)
-    applied = _map_seeds(lambda s: A.random_apply(lambda x: x + 1.0, 0.3, tf.zeros([]), s), 3000)
+    np.testing.assert_array_equal(seeds.random_apply(lambda x: x + 1, 0.0, image, _seed(0)), image)
+    np.testing.assert_array_equal(seeds.random_apply(lambda x: x + 1, 1.0, image, _seed(0)), image + 1)
+    applied = _map_seeds(lambda s: seeds.random_apply(lambda x: x + 1.0, 0.3, tf.zeros([]), s), 3000)
     assert set(np.unique(applied)) <= {0.0, 1.0}
     assert abs(applied.mean() - 0.3) < 0.04
 
 
 def test_random_flip():
     image = _rand_image((3, 5, 3))
-    flipped = _map_seeds(lambda s: A.random_flip(tf.constant(image), 0.5, s), 1000)
+    flipped = _map_seeds(lambda s: crop.random_flip(tf.constant(image), 0.5, s), 1000)
     is_flipped = np.all(flipped == image[:, ::-1], axis=(1, 2, 3))
     is_same = np.all(flipped == image, axis=(1, 2, 3))
     assert np.all(is_flipped ^ is_same)
@@ -218,11 +218,11 @@ def test_random_flip():
 
 def test_to_grayscale():
     image = _rand_image((4, 6, 3))
-    gray = A.to_grayscale(tf.constant(image)).numpy()
+    gray = colour.to_grayscale(tf.constant(image)).numpy()
     assert gray.shape == (4, 6, 3)
     for c in range(3):
         np.testing.assert_allclose(gray[..., c], image @ GRAY, atol=1e-6)
-    grays = _map_seeds(lambda s: A.random_grayscale(tf.constant(image), 0.2, s), 1000)
+    grays = _map_seeds(lambda s: colour.random_grayscale(tf.constant(image), 0.2, s), 1000)
     is_gray = np.all(np.abs(grays - gray) < 1e-6, axis=(1, 2, 3))
     assert np.all(is_gray | np.all(grays == image, axis=(1, 2, 3)))
     assert abs(is_gray.mean() - 0.2) < 0.05
@@ -236,9 +236,9 @@ def test_adjust_ops_match_torchvision_formulas(factor):
     image = _rand_image((5, 7, 3), seed=3)
     gray = image @ GRAY
     expected = {
-        A.adjust_brightness: np.clip(factor * image, 0, 1),
-        A.adjust_contrast: np.clip(factor * image + (1 - factor) * gray.mean(), 0, 1),
-        A.adjust_saturation: np.clip(factor * image + (1 - factor) * gray[..., None], 0, 1),
+        colour.adjust_brightness: np.clip(factor * image, 0, 1),
+        colour.adjust_contrast: np.clip(factor * image + (1 - factor) * gray.mean(), 0, 1),
+        colour.adjust_saturation: np.clip(factor * image + (1 - factor) * gray[..., None], 0, 1),
     }
     for op, want in expected.items():
         got = op(tf.constant(image), tf.constant(factor, tf.float32)).numpy()
@@ -255,7 +255,7 @@ def test_adjust_hue_matches_hsv_rotation(delta):
             for row in image
         ]
     )
-    got = A.adjust_hue(tf.constant(image), delta).numpy()
+    got = colour.adjust_hue(tf.constant(image), delta).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
@@ -263,7 +263,7 @@ def test_jitter_params_ranges_and_uniform_order():
     b, c, s, h = 0.4, 1.5, 0.2, 0.1
     params = _map_seeds(
         lambda seed: tf.concat(
-            [tf.cast(p, tf.float32) for p in A.sample_color_jitter_params(b, c, s, h, seed)], 0
+            [tf.cast(p, tf.float32) for p in colour.sample_color_jitter_params(b, c, s, h, seed)], 0
         ),
         2400,
     )
@@ -283,7 +283,7 @@ def test_jitter_params_ranges_and_uniform_order():
 
 
 def _compose(image, order, factors):
-    ops = [A.adjust_brightness, A.adjust_contrast, A.adjust_saturation, A.adjust_hue]
+    ops = [colour.adjust_brightness, colour.adjust_contrast, colour.adjust_saturation, colour.adjust_hue]
     out = tf.constant(image)
     for i in order:
         out = ops[i](out, factors[i])
@@ -297,8 +297,8 @@ def test_color_jitter_applies_ops_in_sampled_order():
     order_mattered = False
     for i in range(12):
         seed = _seed(i, 9)
-        order, factors = [p.numpy() for p in A.sample_color_jitter_params(*strengths, seed)]
-        got = A.color_jitter(tf.constant(image), *strengths, seed).numpy()
+        order, factors = [p.numpy() for p in colour.sample_color_jitter_params(*strengths, seed)]
+        got = colour.color_jitter(tf.constant(image), *strengths, seed).numpy()
         np.testing.assert_allclose(got, _compose(image, order, factors), atol=1e-5)
         assert got.min() >= 0.0 and got.max() <= 1.0
         other = _compose(image, order[::-1], factors)
@@ -308,10 +308,10 @@ def test_color_jitter_applies_ops_in_sampled_order():
 
 def test_color_jitter_inactive_ops_are_skipped():
     image = _rand_image((5, 5, 3), seed=6)
-    same = A.color_jitter(tf.constant(image), 0.0, 0.0, 0.0, 0.0, _seed(1)).numpy()
+    same = colour.color_jitter(tf.constant(image), 0.0, 0.0, 0.0, 0.0, _seed(1)).numpy()
     np.testing.assert_array_equal(same, image)
     for i in range(5):
-        out = A.color_jitter(tf.constant(image * 0.5), 0.4, 0.0, 0.0, 0.0, _seed(i)).numpy()
+        out = colour.color_jitter(tf.constant(image * 0.5), 0.4, 0.0, 0.0, 0.0, _seed(i)).numpy()
         ratio = out / (image * 0.5)
         np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-5)
         assert 0.6 <= ratio.flat[0] <= 1.4
@@ -319,7 +319,7 @@ def test_color_jitter_inactive_ops_are_skipped():
 
 def test_color_jitter_per_image_in_tf_data_and_in_range():
     image = tf.constant(_rand_image((8, 8, 3), seed=7))
-    outs = _map_seeds(lambda s: A.color_jitter(image, 0.4, 0.4, 0.4, 0.1, s), 64)
+    outs = _map_seeds(lambda s: colour.color_jitter(image, 0.4, 0.4, 0.4, 0.1, s), 64)
     assert outs.min() >= 0.0 and outs.max() <= 1.0
     flat = outs.reshape(64, -1)
     assert len(np.unique(flat.round(5), axis=0)) == 64
@@ -329,17 +329,17 @@ def test_color_jitter_per_image_in_tf_data_and_in_range():
 
 
 def test_blur_kernel_size():
-    assert A.blur_kernel_size(224, 0.1) == 23
-    assert A.blur_kernel_size(32, 0.1) == 3
-    assert A.blur_kernel_size(8, 0.1) == 3
+    assert blur.blur_kernel_size(224, 0.1) == 23
+    assert blur.blur_kernel_size(32, 0.1) == 3
+    assert blur.blur_kernel_size(8, 0.1) == 3
     for side in range(30, 300, 7):
-        k = A.blur_kernel_size(side, 0.1)
+        k = blur.blur_kernel_size(side, 0.1)
         assert k % 2 == 1 and abs(k - 0.1 * side) <= 1.5
 
 
 @pytest.mark.parametrize("sigma", [0.1, 1.0, 2.0])
 def test_gaussian_kernel(sigma):
-    k = A.gaussian_kernel(sigma, 7).numpy()
+    k = blur.gaussian_kernel(sigma, 7).numpy()
     assert k.shape == (7,)
     assert abs(k.sum() - 1.0) < 1e-6
     np.testing.assert_allclose(k, k[::-1], atol=1e-7)
@@ -351,7 +351,7 @@ def test_gaussian_kernel(sigma):
 
 def test_blur_constant_image_is_unchanged():
     image = np.full((9, 11, 3), 0.25, np.float32) + np.array([0.0, 0.3, 0.6], np.float32)
-    out = A.gaussian_blur(tf.constant(image), 1.7, 7).numpy()
+    out = blur.gaussian_blur(tf.constant(image), 1.7, 7).numpy()
     np.testing.assert_allclose(out, image, atol=1e-6)
 
 
@@ -366,22 +366,22 @@ def test_blur_matches_reflect_padded_2d_convolution():
     for dy in range(size):
         for dx in range(size):
             expected += k2[dy, dx] * padded[dy : dy + 9, dx : dx + 11]
-    np.testing.assert_allclose(A.gaussian_blur(tf.constant(image), sigma, size).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(blur.gaussian_blur(tf.constant(image), sigma, size).numpy(), expected, atol=1e-5)
 
 
 def test_blur_reduces_variance_more_with_larger_sigma():
     noise = tf.constant(_rand_image((32, 32, 3), seed=9))
-    variances = [float(tf.math.reduce_variance(A.gaussian_blur(noise, s, 9))) for s in (0.3, 1.0, 2.0)]
+    variances = [float(tf.math.reduce_variance(blur.gaussian_blur(noise, s, 9))) for s in (0.3, 1.0, 2.0)]
     assert variances[0] < float(tf.math.reduce_variance(noise))
     assert variances[0] > variances[1] > variances[2]
     # Tiny sigma is (almost) the identity.
-    np.testing.assert_allclose(A.gaussian_blur(noise, 0.1, 9).numpy(), noise.numpy(), atol=1e-6)
+    np.testing.assert_allclose(blur.gaussian_blur(noise, 0.1, 9).numpy(), noise.numpy(), atol=1e-6)
 
 
 def test_random_gaussian_blur_probability():
     image = tf.constant(_rand_image((12, 12, 3), seed=10))
-    np.testing.assert_array_equal(A.random_gaussian_blur(image, 0.0, (0.1, 2.0), 3, _seed(0)), image)
-    outs = _map_seeds(lambda s: A.random_gaussian_blur(image, 0.5, (0.5, 2.0), 3, s), 400)
+    np.testing.assert_array_equal(blur.random_gaussian_blur(image, 0.0, (0.1, 2.0), 3, _seed(0)), image)
+    outs = _map_seeds(lambda s: blur.random_gaussian_blur(image, 0.5, (0.5, 2.0), 3, s), 400)
     blurred = ~np.all(outs == image.numpy(), axis=(1, 2, 3))
     assert abs(blurred.mean() - 0.5) < 0.1
     # Per-image sigma: blurred outputs differ from each other.
@@ -392,8 +392,8 @@ def test_random_gaussian_blur_probability():
 
 
 @pytest.fixture(scope="module")
-def aug32() -> A.SimSiamAugment:
-    return A.SimSiamAugment(32, AugmentConfig())
+def aug32() -> recipe.SimSiamAugment:
+    return recipe.SimSiamAugment(32, AugmentConfig())
 
 
 @pytest.mark.parametrize("shape", [(20, 20, 3), (50, 90, 3), (32, 32, 3)])
@@ -408,7 +408,7 @@ def test_pipeline_shape_dtype_range(aug32, shape):
 
 
 def test_pipeline_imagenet_size_with_blur():
-    aug = A.SimSiamAugment(64, AugmentConfig(blur_prob=1.0))
+    aug = recipe.SimSiamAugment(64, AugmentConfig(blur_prob=1.0))
     assert aug.blur_kernel_size == 7
     out = aug(tf.constant(_rand_image((48, 80, 3), high=255.0)), _seed(1, 2, tf.int64))
     assert out.shape == (64, 64, 3)
@@ -429,13 +429,13 @@ def test_pipeline_with_everything_off_is_identity():
         crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0
     )
     image = _rand_image((16, 16, 3), high=255.0)
-    out = A.SimSiamAugment(16, config)(tf.constant(image), _seed(3)).numpy()
+    out = recipe.SimSiamAugment(16, config)(tf.constant(image), _seed(3)).numpy()
     np.testing.assert_allclose(out, image, atol=1e-3)
 
 
 def test_pipeline_grayscale_rate():
     config = AugmentConfig(jitter_prob=0.0, blur_prob=0.0, grayscale_prob=0.2)
-    aug = A.SimSiamAugment(8, config)
+    aug = recipe.SimSiamAugment(8, config)
     image = tf.constant(_rand_image((8, 8, 3), high=255.0))
     outs = _map_seeds(lambda s: aug(image, s), 600)
     is_gray = np.all(np.abs(outs - outs[..., :1]) < 1e-3, axis=(1, 2, 3))
@@ -488,8 +488,8 @@ def test_pipeline_dynamic_shapes_under_tf_function(aug32):
 
 def test_pipeline_get_config_round_trip():
     config = AugmentConfig(blur_prob=0.0, crop_scale=(0.3, 1.0))
-    aug = A.SimSiamAugment(32, config)
+    aug = recipe.SimSiamAugment(32, config)
     cfg = aug.get_config()
     assert cfg["image_size"] == 32 and cfg["config"]["blur_prob"] == 0.0
-    restored = A.SimSiamAugment.from_config(json.loads(json.dumps(cfg)))
+    restored = recipe.SimSiamAugment.from_config(json.loads(json.dumps(cfg)))
     assert restored.image_size == 32 and restored.config == config

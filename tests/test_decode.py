@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from simsiam_keras.augment.recipe import sample_crop_box
+from simsiam_keras.augment.crop import sample_crop_box
 from simsiam_keras.data.decode import decode_and_random_crop, decode_image, is_jpeg
 
 SCALE = (0.2, 1.0)

@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from simsiam_keras.augment.recipe import SimSiamAugment, random_resized_crop, resize_crop
+from simsiam_keras.augment.crop import random_resized_crop, resize_crop
+from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.config import BENCHMARK_BATCH_SIZE, check_config, make_config
 from simsiam_keras.data.pipeline import check_batch_fits, two_view_dataset
 from simsiam_keras.train.distribute import check_batch_size, make_strategy

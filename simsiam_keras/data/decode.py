@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from simsiam_keras.augment.recipe import sample_crop_box
+from simsiam_keras.augment.crop import sample_crop_box
 
 __all__ = ["decode_and_random_crop", "decode_image", "is_jpeg"]
 

@@ -14,7 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from simsiam_keras.augment.recipe import SimSiamAugment, resize_crop
+from simsiam_keras.augment.crop import resize_crop
+from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.config import CACHE_DECODED, DATA_MEMORY_BUDGET_BYTES
 from simsiam_keras.data.decode import decode_and_random_crop, decode_image
 from simsiam_keras.data.sources import EncodedImages, ImageFiles

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from simsiam_keras.augment.recipe import random_flip, random_resized_crop
+from simsiam_keras.augment.crop import random_flip, random_resized_crop
 from simsiam_keras.config import LinearEvalConfig
 from simsiam_keras.data.sources import DataSource
 from simsiam_keras.evaluate.lars import LARS
