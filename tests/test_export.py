@@ -24,7 +24,7 @@ import simsiam_keras  # noqa: F401  (registers the classes model.keras needs)
 from simsiam_keras.config import make_config
 from simsiam_keras.data.sources import load_source
 from simsiam_keras.data.synthetic import CLASS_NAMES, make_synthetic
-from simsiam_keras.export.export import export as export_lib
+from simsiam_keras.export import export as export_lib
 from simsiam_keras.export.load import load_feature_extractor
 from simsiam_keras.nets.backbone import build_backbone
 from simsiam_keras.train.pretrain import dtype_policy, pretrain
