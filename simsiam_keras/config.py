@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from typing import Any, Mapping
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -20,6 +22,10 @@ DATA_MEMORY_BUDGET_BYTES = 2 * 1024**3
 # (about 1 GB of ImageNet JPEGs), on top of TFDS's shuffling of its record files.
 STREAM_SHUFFLE_BUFFER = 10_000
 CACHE_DECODED = ("auto", "on", "off")
+# Images of each labelled split a streamed dataset (folder, large TFDS) decodes for the kNN monitor.
+MONITOR_IMAGES = 10_000
+# The evaluation view (Appendix A): resize the shorter side to crop x 256/224, then take the centre crop.
+EVAL_RESIZE_RATIO = 256 / 224
 
 
 @dataclasses.dataclass
@@ -75,6 +81,9 @@ class SimSiamConfig:
     knn_every: int = 1
     knn_k: int = 200
     knn_temperature: float = 0.1
+    # The un-augmented view every evaluation sees: shorter side resized to image_size x this ratio,
+    # then the centre crop. CIFAR-size presets use 1.0, the whole image, as CIFAR evaluations do.
+    eval_resize_ratio: float = EVAL_RESIZE_RATIO
     # Runtime
     seed: int = 0
     strategy: str = "auto"
@@ -132,6 +141,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weight_decay": 5e-4,
         "batch_size": 512,
         "epochs": 800,
+        "eval_resize_ratio": 1.0,
         "augment": {"blur_prob": 0.0},
     },
     # The embedded quickstart: a few minutes on a 2-core CPU. A narrow ResNet-18, a small
@@ -150,20 +160,32 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "epochs": 5,
         "knn_every": 1,
+        "eval_resize_ratio": 1.0,
         "augment": {"blur_prob": 0.0},
     },
 }
 
 
-def make_config(preset: str = "imagenet", **overrides: Any) -> SimSiamConfig:
-    """Paper defaults, then the preset's overrides, then the caller's (None means "keep")."""
+def default_preset(dataset: str | None) -> str:
+    """The preset a run without one uses: `quickstart` for the embedded dataset, the paper's `imagenet` otherwise."""
+    return "quickstart" if dataset in (None, "synthetic") else "imagenet"
+
+
+def make_config(preset: str | None = None, **overrides: Any) -> SimSiamConfig:
+    """Paper defaults, then the preset's overrides, then the caller's (None means "keep").
+
+    Without a preset, `default_preset` picks one from the dataset.
+    """
+    if preset is None:
+        preset = default_preset(overrides.get("dataset"))
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: choose one of {sorted(PRESETS)}")
+        raise ValueError(f"preset {preset!r} is unknown: choose one of {sorted(PRESETS)}")
     values = SimSiamConfig().to_dict()
     for source in (PRESETS[preset], {k: v for k, v in overrides.items() if v is not None}):
         for key, value in source.items():
             if key == "augment":
-                values["augment"] = {**values["augment"], **(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)}
+                augment = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+                values["augment"] = {**values["augment"], **augment}
             else:
                 values[key] = value
     return SimSiamConfig.from_dict(values)
@@ -190,7 +212,8 @@ class LinearEvalConfig:
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_prob: float = 0.5
-    eval_resize_ratio: float = 256 / 224
+    # None: the ratio the checkpoint's run used (its config.json or export metadata), else the paper's.
+    eval_resize_ratio: float | None = None
     # Extract features once, without augmentation, and train the head on them (fast on a CPU).
     cache_features: bool = False
     seed: int = 0
@@ -216,10 +239,19 @@ LINEAR_EVAL_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def default_linear_eval_recipe(dataset: str | None) -> str:
+    """The probe's recipe when none is asked for: `sgd` on the embedded dataset, the paper's LARS otherwise.
+
+    LARS with trust coefficient 0.001 needs ImageNet-scale step counts; the synthetic set gives
+    a few hundred steps.
+    """
+    return "sgd" if dataset in (None, "synthetic") else "paper"
+
+
 def make_linear_eval_config(recipe: str = "paper", **overrides: Any) -> LinearEvalConfig:
     """A linear-eval recipe by name, then the caller's overrides (None means "keep")."""
     if recipe not in LINEAR_EVAL_PRESETS:
-        raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(LINEAR_EVAL_PRESETS)}")
+        raise ValueError(f"recipe {recipe!r} is unknown: choose one of {', '.join(LINEAR_EVAL_PRESETS)}")
     values = {**LINEAR_EVAL_PRESETS[recipe], **{k: v for k, v in overrides.items() if v is not None}}
     unknown = set(values) - {f.name for f in dataclasses.fields(LinearEvalConfig)}
     if unknown:
@@ -229,10 +261,19 @@ def make_linear_eval_config(recipe: str = "paper", **overrides: Any) -> LinearEv
         raise ValueError(f"optimizer must be 'lars' or 'sgd', got {config.optimizer!r}")
     for name in ("batch_size", "epochs"):
         if getattr(config, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
     if config.base_lr <= 0:
-        raise ValueError(f"--lr must be positive, got {config.base_lr}")
+        raise ValueError(f"base_lr must be positive, got {config.base_lr}")
+    if config.eval_resize_ratio is not None:
+        check_eval_resize_ratio(config.eval_resize_ratio)
     return config
+
+
+def check_eval_resize_ratio(ratio: float) -> float:
+    """The evaluation view crops inside the resized image: the ratio must be a number >= 1."""
+    if not (math.isfinite(ratio) and ratio >= 1):
+        raise ValueError(f"eval_resize_ratio must be a number >= 1 (the paper's is 256/224), got {ratio}")
+    return ratio
 
 
 def check_config(config: SimSiamConfig) -> SimSiamConfig:
@@ -243,33 +284,23 @@ def check_config(config: SimSiamConfig) -> SimSiamConfig:
     which is also before anything is written; this checks the numbers, the image size against
     the backbone, the tf.data service address and the run directory's path.
     """
-    import math
-    import re
-
-    from simsiam_keras.cli.parser import check_output_dir
-    from simsiam_keras.nets.backbone import check_backbone
-
-    def flag(name: str) -> str:
-        return "--" + name.replace("_", "-")
-
-    check_backbone(config.backbone, config.image_size, config.backbone_width)
     at_least = {"batch_size": 1, "proj_layers": 1, "proj_dim": 1, "proj_hidden_dim": 1, "pred_hidden_dim": 1,
                 "epochs": 0, "warmup_epochs": 0, "knn_every": 0, "knn_k": 1, "seed": 0, "cpu_replicas": 0}
     for name, low in at_least.items():
         if getattr(config, name) < low:
-            raise ValueError(f"{flag(name)} must be at least {low}, got {getattr(config, name)}")
+            raise ValueError(f"{name} must be at least {low}, got {getattr(config, name)}")
     if config.steps_per_epoch is not None and config.steps_per_epoch < 1:
-        raise ValueError(f"--steps-per-epoch must be at least 1, got {config.steps_per_epoch}")
+        raise ValueError(f"steps_per_epoch must be at least 1, got {config.steps_per_epoch}")
     for name in ("base_lr", "knn_temperature"):
         if not (math.isfinite(getattr(config, name)) and getattr(config, name) > 0):
-            raise ValueError(f"{flag(name)} must be a positive number, got {getattr(config, name)}")
+            raise ValueError(f"{name} must be a positive number, got {getattr(config, name)}")
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
-        raise ValueError(f"--weight-decay must be a number >= 0, got {config.weight_decay}")
+        raise ValueError(f"weight_decay must be a number >= 0, got {config.weight_decay}")
     if not 0 <= config.momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {config.momentum}")
+    check_eval_resize_ratio(config.eval_resize_ratio)
     if config.data_service and not re.fullmatch(r"[a-z][a-z0-9+]*://[^/\s]+", config.data_service):
-        raise ValueError(f"--data-service {config.data_service!r}: expected PROTOCOL://HOST:PORT, e.g. grpc://host:5050")
-    check_output_dir(config.output_dir)
+        raise ValueError(f"data_service {config.data_service!r}: expected PROTOCOL://HOST:PORT, e.g. grpc://host:5050")
     return config
 
 

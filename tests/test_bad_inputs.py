@@ -121,7 +121,7 @@ ROWS = [
     ("linear_eval", ["--checkpoint", RUN, "--lr", "-1"], "--lr must be positive"),
     ("linear_eval", ["--checkpoint", "models/lambda.keras"], "arbitrary code execution"),
     ("linear_eval", ["--checkpoint", RUN, "--dataset", "npz:data/missing.npz"], "no such file"),
-    ("linear_eval", ["--checkpoint", RUN, "--dataset", "npz:data/ten_images.npz"], "needs labelled train and test"),
+    ("linear_eval", ["--checkpoint", RUN, "--dataset", "npz:data/ten_images.npz"], "evaluation needs labelled"),
     ("linear_eval", ["--checkpoint", RUN, "--output-dir", "notes.txt"], "--output-dir notes.txt exists and is not a directory"),
 ]
 
@@ -135,7 +135,7 @@ def _row_id(row) -> str:
 def tree(tmp_path_factory) -> Path:
     """A working directory with a finished run (with backup), an export and broken inputs."""
     from simsiam_keras.config import make_config
-    from simsiam_keras.data.sources import from_arrays
+    from simsiam_keras.data.images import from_arrays
     from simsiam_keras.train.pretrain import pretrain
 
     root = tmp_path_factory.mktemp("tree")

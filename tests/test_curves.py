@@ -10,7 +10,7 @@ import pytest
 from matplotlib.image import imread
 
 from simsiam_keras.evaluate.curves import history_figure
-from simsiam_keras.train.callbacks import HistoryCSV
+from simsiam_keras.train.history import HistoryCSV
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "plot_history.py"
 
@@ -81,7 +81,7 @@ def test_script_mistakes_get_one_line(two_runs, tmp_path, capsys, args, message)
 
 
 def test_pretraining_draws_the_curves_into_its_run_directory(tiny_config, tmp_path):
-    from simsiam_keras.data.sources import from_arrays
+    from simsiam_keras.data.images import from_arrays
     from simsiam_keras.data.synthetic import make_synthetic
     from simsiam_keras.train.pretrain import pretrain
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 import simsiam_keras  # noqa: F401  (registers the classes model.keras needs)
 from simsiam_keras.config import make_config
-from simsiam_keras.data.sources import load_source
+from simsiam_keras.data.sources import load_dataset
 from simsiam_keras.data.synthetic import CLASS_NAMES, make_synthetic
 from simsiam_keras.export import export as export_lib
 from simsiam_keras.export.load import load_feature_extractor
@@ -97,7 +97,7 @@ def workdir(tmp_path_factory):
     run = root / "runs" / "simsiam"
     config = make_config("quickstart", dataset=f"npz:{root / 'tiny.npz'}", image_size=32, backbone_width=8, epochs=0, knn_every=0, batch_size=16,
                          output_dir=str(run), **HEADS)
-    pretrain(config, load_source(config.dataset, image_size=32), verbose=0)
+    pretrain(config, load_dataset(config.dataset, image_size=32), verbose=0)
     model = keras.models.load_model(run / "model.keras")
     perturb_batch_norm(model.backbone, seed=0)
     model.save(run / "model.keras")  # still a SimSiam with both optimizers' state

@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from simsiam_keras.evaluate.knn import knn_accuracy, knn_predict
-from simsiam_keras.train.callbacks import HISTORY_COLUMNS, HistoryCSV
+from simsiam_keras.train.history import HISTORY_COLUMNS, HistoryCSV
 
 
 def test_knn_votes_are_exp_cosine_over_temperature_of_the_k_nearest():

@@ -13,9 +13,8 @@ import tensorflow as tf
 
 from simsiam_keras.config import make_config
 from simsiam_keras.data.eval_splits import eval_data
-from simsiam_keras.data.sources import load_source
 from simsiam_keras.data.synthetic import make_synthetic
-from simsiam_keras.evaluate.knn import extract_features, extract_labelled_features
+from simsiam_keras.evaluate.knn import extract_labelled_features
 from simsiam_keras.evaluate.knn_eval import knn_eval
 from simsiam_keras.evaluate.results import read_results
 from simsiam_keras.export.export import export_backbone
@@ -86,12 +85,14 @@ def test_streamed_folder_features_equal_in_memory_features(run_dir, tmp_path):
     backbone = load_backbone(run_dir)
     data = eval_data(f"folder:{tmp_path}")
     assert (data.bank.name, data.query.name, data.num_classes) == ("train", "test", 2)
-    streamed, labels = extract_labelled_features(load_feature_extractor(run_dir), data.bank.batches(32, batch_size=4))
-    # In memory: the kNN monitor's decoded arrays, through Keras predict.
-    source = load_source(f"folder:{tmp_path}", image_size=32)
-    in_memory = extract_features(backbone, source.x_train)
+    ratio = 256 / 224
+    streamed, labels = extract_labelled_features(load_feature_extractor(run_dir), data.bank.batches(32, ratio, 4))
+    # In memory: the kNN monitor's views, decoded once, through Keras predict.
+    monitor = data.in_memory(32, ratio)
+    views, monitor_labels = monitor.bank.arrays(32)
+    in_memory = backbone.predict(views.astype(np.float32), verbose=0)
     assert len(labels) == 18, "the broken file is dropped, every other image kept"
-    np.testing.assert_array_equal(labels, source.y_train)
+    np.testing.assert_array_equal(labels, monitor_labels)
     np.testing.assert_allclose(streamed, in_memory, atol=1e-5 * np.abs(in_memory).max())
 
 
@@ -116,7 +117,7 @@ def test_tfds_splits_stream_the_stored_images_and_labels(tmp_path):
     TinyColours(data_dir=str(tmp_path)).download_and_prepare()
     data = eval_data("tiny_colours", data_dir=str(tmp_path))
     assert (data.num_classes, data.bank.size, data.query.name) == (3, 7, "test")
-    batches = list(data.query.batches(8, batch_size=3))
+    batches = list(data.query.batches(8, 1.0, batch_size=3))
     images = np.concatenate([b[0].numpy() for b in batches])
     labels = np.concatenate([b[1].numpy() for b in batches])
     assert images.dtype == np.float32 and images.shape == (4, 8, 8, 3)

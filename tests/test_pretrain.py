@@ -71,7 +71,7 @@ def test_cli_mistakes_get_one_clear_line(tmp_path, args, message):
 
 def test_short_pretraining_raises_knn_accuracy_on_synthetic_data(tmp_path):
     from simsiam_keras.config import make_config
-    from simsiam_keras.data.sources import from_arrays
+    from simsiam_keras.data.images import from_arrays
     from simsiam_keras.data.synthetic import make_synthetic
     from simsiam_keras.train.pretrain import pretrain
 

@@ -217,7 +217,7 @@ def nan_at_step(monkeypatch):
 
 
 def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_backup(tmp_path, tiny_config, nan_at_step):
-    from simsiam_keras.data.sources import from_arrays
+    from simsiam_keras.data.images import from_arrays
     from simsiam_keras.train.pretrain import build_compiled_model, pretrain
 
     rng = np.random.default_rng(0)

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from simsiam_keras.data.sources import load_npz, load_source
+from simsiam_keras.data.eval_splits import eval_data
+from simsiam_keras.data.npz import load_npz
+from simsiam_keras.data.sources import load_dataset
 
 
 def test_npz_source_round_trip_and_grayscale(tmp_path):
@@ -11,7 +13,7 @@ def test_npz_source_round_trip_and_grayscale(tmp_path):
     path = tmp_path / "d.npz"
     np.savez(path, x_train=rng.integers(0, 256, (10, 8, 8), dtype=np.uint8), y_train=np.arange(10) % 3,
              x_test=rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8), y_test=np.array([0, 1, 2, 0]))
-    source = load_source(f"npz:{path}")
+    source = load_dataset(f"npz:{path}")
     assert source.x_train.shape == (10, 8, 8, 3) and source.has_labels and source.num_classes == 3
     np.testing.assert_array_equal(source.x_train[..., 0], source.x_train[..., 2])
 
@@ -35,9 +37,9 @@ def test_bad_npz_is_a_clear_error(tmp_path, arrays, message):
 
 def test_missing_npz_and_unprepared_tfds_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
-        load_source(f"npz:{tmp_path}/nope.npz")
+        load_dataset(f"npz:{tmp_path}/nope.npz")
     with pytest.raises(FileNotFoundError, match="tfds build cifar10"):
-        load_source("cifar10", data_dir=str(tmp_path))
+        load_dataset("cifar10", data_dir=str(tmp_path))
 
 
 def test_prepared_tfds_dataset_loads_offline(tmp_path):
@@ -65,7 +67,7 @@ def test_prepared_tfds_dataset_loads_offline(tmp_path):
                 yield i, {"image": rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), "label": i % 3}
 
     TinyShapes(data_dir=str(tmp_path)).download_and_prepare()
-    source = load_source("tiny_shapes", data_dir=str(tmp_path))
+    source = load_dataset("tiny_shapes", data_dir=str(tmp_path))
     assert source.x_train.shape == (9, 12, 12, 3) and source.x_test.shape == (6, 12, 12, 3)
     assert source.has_labels and source.num_classes == 3 and source.x_unlabelled is None
 
@@ -106,14 +108,17 @@ class TinyPhotos:
 def test_large_or_variable_size_tfds_dataset_streams_encoded_images(tmp_path):
     from simsiam_keras.augment.recipe import SimSiamAugment
     from simsiam_keras.data.pipeline import two_view_dataset
-    from simsiam_keras.data.sources import TFDSImages
+    from simsiam_keras.data.tfds import TFDSImages
 
     TinyPhotos.prepare(tmp_path)
-    source = load_source("tiny_photos", image_size=16, data_dir=str(tmp_path))
+    source = load_dataset("tiny_photos", image_size=16, data_dir=str(tmp_path))
     assert isinstance(source.pretrain_images, TFDSImages) and len(source.pretrain_images) == 12
-    # The kNN monitor's splits are decoded at the image size, with their labels.
-    assert source.x_train.shape == (12, 16, 16, 3) and source.x_test.shape == (6, 16, 16, 3)
-    assert sorted(source.y_test) == [0, 0, 0, 1, 1, 1]
+    assert source.x_train is None and not source.has_labels
+    # The kNN monitor's splits are decoded once, as evaluation views at the image size, with their labels.
+    monitor = eval_data("tiny_photos", data_dir=str(tmp_path)).in_memory(16, 1.0)
+    (bank, _), (query, query_labels) = (split.arrays(16) for split in (monitor.bank, monitor.query))
+    assert bank.shape == (12, 16, 16, 3) and query.shape == (6, 16, 16, 3) and bank.dtype == np.uint8
+    assert sorted(query_labels) == [0, 0, 0, 1, 1, 1]
     x1, x2 = next(iter(two_view_dataset(source.pretrain_images, SimSiamAugment(16), 4)))
     assert x1.shape == x2.shape == (4, 16, 16, 3) and x1.dtype == "float32"
     assert not np.allclose(x1.numpy(), x2.numpy())
@@ -124,7 +129,7 @@ def test_large_or_variable_size_tfds_dataset_streams_encoded_images(tmp_path):
 
 def test_unprepared_imagenet_names_the_manual_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"imagenet2012: not prepared .*manual_dir .*tfds build imagenet2012"):
-        load_source("imagenet2012", data_dir=str(tmp_path))
+        load_dataset("imagenet2012", data_dir=str(tmp_path))
 
 
 def _touch(path, content=b"x"):
@@ -133,7 +138,7 @@ def _touch(path, content=b"x"):
 
 
 def test_folder_with_splits_and_labels(tmp_path):
-    from simsiam_keras.data.sources import list_image_folder
+    from simsiam_keras.data.folders import list_image_folder
 
     for split, classes in {"train": ["cat", "dog"], "test": ["dog", "emu"]}.items():
         for c in classes:
@@ -149,7 +154,7 @@ def test_folder_with_splits_and_labels(tmp_path):
 
 
 def test_flat_folder_is_one_unlabelled_split(tmp_path):
-    from simsiam_keras.data.sources import list_image_folder
+    from simsiam_keras.data.folders import list_image_folder
 
     for name in ("1.jpg", "2.bmp", "3.gif"):
         _touch(tmp_path / name)
@@ -158,7 +163,7 @@ def test_flat_folder_is_one_unlabelled_split(tmp_path):
 
 
 def test_class_folders_without_splits_are_a_labelled_train_split(tmp_path):
-    from simsiam_keras.data.sources import list_image_folder
+    from simsiam_keras.data.folders import list_image_folder
 
     _touch(tmp_path / "a" / "1.jpg")
     _touch(tmp_path / "b" / "1.jpg")
@@ -168,7 +173,7 @@ def test_class_folders_without_splits_are_a_labelled_train_split(tmp_path):
 
 @pytest.mark.parametrize("layout", [[], ["readme.txt"], ["empty_class/"]])
 def test_folder_without_images_is_a_clear_error(tmp_path, layout):
-    from simsiam_keras.data.sources import list_image_folder
+    from simsiam_keras.data.folders import list_image_folder
 
     for entry in layout:
         if entry.endswith("/"):

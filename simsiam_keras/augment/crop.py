@@ -92,3 +92,31 @@ def random_flip(image: tf.Tensor, prob: float | tf.Tensor, seed: tf.Tensor) -> t
     """Horizontal flip with probability ``prob``."""
     return random_apply(tf.image.flip_left_right, prob, image, seed)
 
+
+
+def eval_view(images: tf.Tensor, size: int, resize_ratio: float) -> tf.Tensor:
+    """The un-augmented view every evaluation sees (Appendix A): float32 [0, 255], `size` x `size`.
+
+    torchvision's Resize(int(size x resize_ratio)) of the shorter side (the longer one becomes
+    int(long x short / shorter)), bilinear with antialiasing, then CenterCrop(size). The paper's
+    ratio is 256/224; 1.0 keeps the whole image of a CIFAR-size dataset. Takes one HxWx3 image or
+    a batch of them.
+    """
+    images = tf.cast(images, tf.float32)
+    shape = tf.shape(images)
+    height, width = shape[-3], shape[-2]
+    short = int(size * resize_ratio)
+    if short < size:
+        raise ValueError(f"resize_ratio must be at least 1 (the crop is inside the resized image), got {resize_ratio}")
+    scale = short / tf.cast(tf.minimum(height, width), tf.float64)
+    new_h = tf.where(height <= width, short, tf.cast(tf.cast(height, tf.float64) * scale, tf.int32))
+    new_w = tf.where(height <= width, tf.cast(tf.cast(width, tf.float64) * scale, tf.int32), short)
+    images = tf.cond(
+        (new_h == height) & (new_w == width),
+        lambda: images,
+        lambda: tf.image.resize(images, tf.stack([new_h, new_w]), method="bilinear", antialias=True),
+    )
+    top = tf.cast(tf.round(tf.cast(new_h - size, tf.float32) / 2), tf.int32)
+    left = tf.cast(tf.round(tf.cast(new_w - size, tf.float32) / 2), tf.int32)
+    view = images[..., top : top + size, left : left + size, :]
+    return tf.ensure_shape(view, [*images.shape[:-3], size, size, 3])

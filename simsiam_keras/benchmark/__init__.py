@@ -1,0 +1,1 @@
+"""Throughput and memory measurements (never asserted in tests)."""

@@ -16,6 +16,8 @@ from simsiam_keras.augment.crop import random_resized_crop, resize_crop
 from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.config import BENCHMARK_BATCH_SIZE, check_config, make_config
 from simsiam_keras.data.pipeline import check_batch_fits, two_view_dataset
+from simsiam_keras.data.synthetic import make_synthetic
+from simsiam_keras.nets.backbone import check_backbone
 from simsiam_keras.train.distribute import check_batch_size, make_strategy
 from simsiam_keras.train.pretrain import build_compiled_model
 
@@ -100,16 +102,17 @@ def train_throughput(
     checked before the model is built.
     """
     if steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {steps}")
+        raise ValueError(f"steps must be at least 1, got {steps}")
     if warmup_steps < 0:
-        raise ValueError(f"--warmup-steps must be at least 0, got {warmup_steps}")
+        raise ValueError(f"warmup_steps must be at least 0, got {warmup_steps}")
     if preset not in BENCHMARK_BATCH_SIZE:
-        raise ValueError(f"--preset must be one of {', '.join(BENCHMARK_BATCH_SIZE)}, got {preset!r}")
+        raise ValueError(f"preset must be one of {', '.join(BENCHMARK_BATCH_SIZE)}, got {preset!r}")
     config = check_config(make_config(
         preset, backbone=backbone, backbone_width=backbone_width, image_size=image_size,
         batch_size=batch_size if batch_size is not None else BENCHMARK_BATCH_SIZE[preset],
         mixed_precision=mixed_precision,
     ))
+    check_backbone(config.backbone, config.image_size, config.backbone_width)
     size, batch = config.image_size, config.batch_size
     with measure_host_memory() as memory:
         distribution = make_strategy(strategy, cpu_replicas)
@@ -189,8 +192,6 @@ JPEG_FOLDER_SIZE = 2000
 
 def write_jpeg_folder(folder: str, count: int = JPEG_FOLDER_SIZE, width: int = 500, height: int = 375) -> list[str]:
     """`count` JPEG files of natural-ish content (smooth shapes and texture, not white noise)."""
-    from simsiam_keras.data.synthetic import make_synthetic
-
     os.makedirs(folder, exist_ok=True)
     small = make_synthetic(num_train=count, num_test=0, image_size=96, seed=0, random_colours=True)["x_train"]
     paths = []
@@ -212,7 +213,7 @@ def input_throughput_files(
 
     `read+decode` decodes whole images; `+crops` crops each view while decoding (JPEG);
     `+colour` and `+blur` add the rest of the recipe. `cached` is the full recipe on images
-    decoded once and kept in memory (`--cache-decoded`), timed after the pass that fills it.
+    decoded once and kept in memory (`cache_decoded`), timed after the pass that fills it.
     """
     config = make_config(preset, image_size=image_size)
     c = config.augment
@@ -252,7 +253,7 @@ def input_benchmark(
         if value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if os.path.exists(jpeg_dir) and not os.path.isdir(jpeg_dir):
-        raise NotADirectoryError(f"--jpeg-dir {jpeg_dir} exists and is not a folder")
+        raise NotADirectoryError(f"jpeg_dir {jpeg_dir} exists and is not a folder")
     files = sorted(os.path.join(jpeg_dir, f) for f in os.listdir(jpeg_dir)) if os.path.isdir(jpeg_dir) else []
     check_batch_fits(len(files) or JPEG_FOLDER_SIZE, jpeg_batch_size)
     arrays = input_throughput_arrays("cifar", 32, batch_size=batch_size, batches=batches)

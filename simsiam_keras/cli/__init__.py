@@ -1,0 +1,1 @@
+"""The commands (`simsiam-pretrain`, `simsiam-knn-eval`, ...): parse flags, call the library, print."""

@@ -1,15 +1,17 @@
-"""How the scripts answer a mistake: one line, `error: ...`, on stderr, and exit status 2.
+"""How the commands answer a mistake: one line, `error: ...`, on stderr, and exit status 2.
 
 argparse prints the whole usage block before its message, and a library error can span
-several lines (Keras' safe-mode refusal does); both become one line here. Flags must be
-spelled out: abbreviations are refused, so `--epoch 3` is an unknown flag rather than a
-silent `--epochs 3`, and adding a flag later cannot change what an old command means.
+several lines (Keras' safe-mode refusal does); both become one line here. The library names
+the argument a mistake is in (`batch_size 7 does not divide ...`); the command says the flag
+instead (`--batch-size 7 does not divide ...`). Flags must be spelled out: abbreviations are
+refused, so `--epoch 3` is an unknown flag rather than a silent `--epochs 3`, and adding a
+flag later cannot change what an old command means.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import re
 import sys
 from typing import NoReturn
 
@@ -23,18 +25,6 @@ def one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
-def report_error(error: BaseException | str) -> int:
-    """Prints `error: <message>` as one line on stderr and returns the exit status for a mistake."""
-    print(f"error: {one_line(error)}", file=sys.stderr)
-    return EXIT_USAGE
-
-
-def check_output_dir(path: str | None, flag: str = "--output-dir") -> None:
-    """Raises NotADirectoryError when `path` exists and is not a directory (None: a default is used)."""
-    if path is not None and os.path.exists(path) and not os.path.isdir(path):
-        raise NotADirectoryError(f"{flag} {path} exists and is not a directory")
-
-
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with one-line errors (`error: ...; see PROG --help`) and no flag abbreviations."""
 
@@ -45,3 +35,23 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"error: {one_line(message)}; see {self.prog} --help", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+
+    def flag_of(self, argument: str) -> str | None:
+        """The option string whose value is the library argument `argument`, if this parser has one."""
+        for action in self._actions:
+            if action.dest == argument and action.option_strings:
+                return action.option_strings[0]
+            for command in (action.choices or {}).values() if isinstance(action, argparse._SubParsersAction) else ():
+                if (flag := command.flag_of(argument)) is not None:
+                    return flag
+        return None
+
+    def report(self, error: BaseException | str) -> int:
+        """Prints a library error as `error: ...` with its argument named as this command's flag; returns 2."""
+        message = one_line(error)
+        leading = re.match(r"[a-z][a-z0-9_]*\b", message)
+        flag = self.flag_of(leading.group()) if leading else None
+        if flag is not None:
+            message = flag + message[leading.end():]
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE

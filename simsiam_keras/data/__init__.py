@@ -1,0 +1,1 @@
+"""Data: dataset specs and sources (synthetic, npz, folders, TFDS), decoding, and the two-view pipeline."""

@@ -33,9 +33,9 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from simsiam_keras.augment.crop import sample_crop_box
+from simsiam_keras.augment.crop import eval_view, sample_crop_box
 
-__all__ = ["decode_and_random_crop", "decode_image", "is_jpeg"]
+__all__ = ["decode_and_random_crop", "decode_eval_view", "decode_image", "is_jpeg"]
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _JPEG_EOI = b"\xff\xd9"
@@ -194,14 +194,13 @@ def decode_and_random_crop(
     )
 
 
-def decode_centre_crop(data: tf.Tensor, image_size: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Encoded image -> (uint8 image_size^2 x 3, ok): shorter side resized, centre crop; never raises.
+def decode_eval_view(data: tf.Tensor, image_size: int, resize_ratio: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """Encoded image -> (uint8 image_size^2 x 3 evaluation view, ok); never raises.
 
-    The un-augmented view every evaluation (kNN monitor, kNN evaluation) sees of an image file.
+    The view is `augment.crop.eval_view` of the decoded image, rounded to uint8 as a decoded
+    image is stored: every evaluation of an image file (kNN monitor, kNN evaluation, linear
+    probe) sees exactly this.
     """
     image, ok = decode_image(data)
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scaled = tf.cast(tf.math.ceil(shape * image_size / tf.reduce_min(shape)), tf.int32)
-    image = tf.image.resize(image, scaled, antialias=True)
-    image = tf.image.resize_with_crop_or_pad(image, image_size, image_size)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), ok
+    view = eval_view(image, image_size, resize_ratio)
+    return tf.cast(tf.clip_by_value(tf.round(view), 0, 255), tf.uint8), ok

@@ -1,4 +1,4 @@
-"""The two-view `tf.data` pipeline that feeds SimSiam, and un-augmented batches for evaluation.
+"""The two-view `tf.data` pipeline that feeds SimSiam (Figure 1: x -> two augmented views x1, x2).
 
 The pipeline reads each image once and draws both views from it, with every random
 parameter drawn per image and per view. Under a `tf.distribute` strategy, `input_fn` gives
@@ -18,7 +18,7 @@ from simsiam_keras.augment.crop import resize_crop
 from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.config import CACHE_DECODED, DATA_MEMORY_BUDGET_BYTES
 from simsiam_keras.data.decode import decode_and_random_crop, decode_image
-from simsiam_keras.data.sources import EncodedImages, ImageFiles
+from simsiam_keras.data.images import EncodedImages, ImageFiles
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -182,7 +182,7 @@ def _count_and_drop_bad(ds: tf.data.Dataset, skipped: SkippedFiles | None) -> tf
 def cache_pays(images: np.ndarray | EncodedImages, setting: str = "auto") -> bool:
     """Whether to keep decoded images in memory: `on`, `off`, or `auto` (when they fit the budget)."""
     if setting not in CACHE_DECODED:
-        raise ValueError(f"--cache-decoded must be one of {', '.join(CACHE_DECODED)}, got {setting!r}")
+        raise ValueError(f"cache_decoded must be one of {', '.join(CACHE_DECODED)}, got {setting!r}")
     if isinstance(images, np.ndarray) or setting == "off":
         return False
     estimate = images.decoded_bytes_estimate()
@@ -225,24 +225,11 @@ def input_fn(
     return dataset_fn
 
 
-def image_dataset(images: np.ndarray, image_size: int, batch_size: int = 256) -> tf.data.Dataset:
-    """Un-augmented float32 [0, 255] batches at `image_size` (resized if needed), for evaluation."""
-    ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
-
-    def prepare(batch):
-        batch = tf.cast(batch, tf.float32)
-        if images.shape[1:3] != (image_size, image_size):
-            batch = tf.image.resize(batch, (image_size, image_size), antialias=True)
-        return batch
-
-    return ds.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
-
-
 def check_batch_fits(num_images: int, batch_size: int, num_shards: int = 1) -> None:
     """Raises ValueError when a shard of the data cannot fill one batch (batches are full)."""
     if num_images // num_shards < batch_size:
         raise ValueError(
-            f"--batch-size {batch_size} is larger than the dataset ({num_images} images"
+            f"batch_size {batch_size} is larger than the dataset ({num_images} images"
             + (f" in {num_shards} shards)" if num_shards > 1 else ")")
         )
 

@@ -1,0 +1,1 @@
+"""Evaluation of frozen features: weighted kNN (monitor and evaluation), the linear probe, curves, results."""

@@ -26,7 +26,7 @@ def read_history(run_dir: str | Path) -> dict[str, np.ndarray]:
     """history.csv as float columns; blank cells (epochs without kNN) become NaN."""
     path = Path(run_dir) / HISTORY_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no {HISTORY_FILE} (a run with --epochs 0 has no curves)")
+        raise FileNotFoundError(f"{run_dir}: no {HISTORY_FILE} (a run of 0 epochs has no curves)")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
@@ -53,7 +53,7 @@ def history_figure(run_dirs: Sequence[str | Path], labels: Sequence[str] | None 
         raise ValueError("plot_history needs at least one run directory")
     labels = list(labels) if labels is not None else [r.resolve().name for r in run_dirs]
     if len(labels) != len(run_dirs):
-        raise ValueError(f"--labels: got {len(labels)} labels for {len(run_dirs)} runs")
+        raise ValueError(f"labels: got {len(labels)} labels for {len(run_dirs)} runs")
     histories = [read_history(r) for r in run_dirs]
 
     figure = Figure(figsize=(15, 4), layout="constrained")
@@ -93,8 +93,8 @@ def plot_history(
     output_png = Path(output_png)
     figure = history_figure(run_dirs, labels)
     if not output_png.parent.is_dir():
-        raise FileNotFoundError(f"--output {output_png}: no such directory {output_png.parent}")
+        raise FileNotFoundError(f"output {output_png}: no such directory {output_png.parent}")
     if output_png.is_dir():
-        raise ValueError(f"--output {output_png} is a directory, not an image file")
+        raise ValueError(f"output {output_png} is a directory, not an image file")
     figure.savefig(output_png, dpi=100)
     return output_png

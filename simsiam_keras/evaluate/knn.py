@@ -13,8 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from simsiam_keras.config import SimSiamConfig
-from simsiam_keras.data.pipeline import image_dataset
+from simsiam_keras.augment.crop import eval_view
+from simsiam_keras.config import EVAL_RESIZE_RATIO, SimSiamConfig
 from simsiam_keras.export.load import FeatureExtractor
 
 FeatureModel = Union[keras.Model, FeatureExtractor]
@@ -34,17 +34,19 @@ def _feature_batches(model: FeatureModel, batches: tf.data.Dataset) -> Iterator[
 
 
 def extract_features(
-    model: FeatureModel, images: np.ndarray | tf.data.Dataset, batch_size: int = 256
+    model: FeatureModel, images: np.ndarray | tf.data.Dataset, batch_size: int = 256,
+    resize_ratio: float = EVAL_RESIZE_RATIO,
 ) -> np.ndarray:
     """Pooled features in inference mode (BN uses its moving statistics).
 
-    `images` are uint8 NHWC arrays (resized to the model's size if needed) or a dataset of
-    float32 [0, 255] image batches (labels, if the batches carry them, are ignored).
+    `images` are uint8 NHWC arrays, seen through the evaluation view at the model's image size
+    (`augment.crop.eval_view` with `resize_ratio`), or a dataset of float32 [0, 255] image
+    batches taken as they are (labels, if the batches carry them, are ignored).
     """
     if isinstance(images, np.ndarray):
-        if isinstance(model, keras.Model):
-            return model.predict(image_dataset(images, model.input_shape[1], batch_size), verbose=0).astype(np.float32)
-        images = image_dataset(images, model.image_size, batch_size)
+        size = _extractor(model).image_size
+        images = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(
+            lambda x: eval_view(x, size, resize_ratio), num_parallel_calls=tf.data.AUTOTUNE)
     chunks = [features for features, _ in _feature_batches(model, images)]
     return np.concatenate(chunks) if chunks else np.zeros((0, _extractor(model).feature_dim), np.float32)
 
@@ -96,21 +98,6 @@ def knn_accuracy(
     num_classes = int(max(bank_labels.max(), query_labels.max()) + 1)
     scores = knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
     return float(np.mean(np.argmax(scores, axis=1) == query_labels))
-
-
-def evaluate_backbone_knn(
-    backbone: FeatureModel,
-    x_bank: np.ndarray,
-    y_bank: np.ndarray,
-    x_query: np.ndarray,
-    y_query: np.ndarray,
-    k: int = KNN_K,
-    temperature: float = KNN_TEMPERATURE,
-) -> float:
-    """kNN top-1 of a backbone (or FeatureExtractor): bank and queries are uint8 images with integer labels."""
-    return knn_accuracy(
-        extract_features(backbone, x_bank), y_bank, extract_features(backbone, x_query), y_query, k, temperature
-    )
 
 
 def evaluate_knn(

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
 
+from simsiam_keras.config import EVAL_RESIZE_RATIO
 from simsiam_keras.data.eval_splits import eval_data
+from simsiam_keras.data.spec import parse_dataset
 from simsiam_keras.evaluate.knn import KNN_K, KNN_TEMPERATURE, evaluate_knn
 from simsiam_keras.evaluate.results import append_result
-from simsiam_keras.export.load import load_feature_extractor, resolve_checkpoint, run_dir_of
+from simsiam_keras.export.load import load_feature_extractor, resolve_checkpoint, run_dir_of, run_settings
 
 METRIC = "knn_top1"
-
-
-def _slug(spec: str) -> str:
-    """A file-name-safe short name of a dataset spec: `npz:/a/b.npz` -> `b`."""
-    name = Path(spec.split(":", 1)[1]).stem if ":" in spec else spec
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "dataset"
 
 
 def knn_eval(
@@ -32,31 +27,37 @@ def knn_eval(
     kind: str | None = None,
     output: str | None = None,
     seed: int = 0,
+    resize_ratio: float | None = None,
 ) -> dict[str, Any]:
     """Weighted kNN top-1 of the backbone at `checkpoint` (bank: train split, queries: test split).
 
-    Everything is checked before the model is loaded. The result is written as JSON to
-    `output` (default `RUN/knn_<dataset>.json`) and appended to the run's results.json.
+    Images are seen through the evaluation view with `resize_ratio` (None: the ratio of the
+    checkpoint's run, else the paper's 256/224). Everything is checked before the model is
+    loaded. The result is written as JSON to `output` (default `RUN/knn_<dataset>.json`) and
+    appended to the run's results.json.
     """
     if k < 1:
-        raise ValueError(f"--k must be >= 1, got {k}")
+        raise ValueError(f"k must be >= 1, got {k}")
     if temperature <= 0:
-        raise ValueError(f"--temperature must be > 0, got {temperature}")
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     resolved = resolve_checkpoint(checkpoint, kind)
-    data = eval_data(dataset, data_dir, seed)
+    spec = parse_dataset(dataset)
+    data = eval_data(spec, data_dir, seed)
+    if resize_ratio is None:
+        resize_ratio = run_settings(checkpoint).get("eval_resize_ratio", EVAL_RESIZE_RATIO)
     run_dir = run_dir_of(checkpoint)
-    output_path = Path(output) if output else run_dir / f"knn_{_slug(dataset)}.json"
+    output_path = Path(output) if output else run_dir / f"knn_{spec.slug}.json"
     if not output_path.parent.is_dir():
-        raise FileNotFoundError(f"--output {output_path}: no such directory {output_path.parent}")
+        raise FileNotFoundError(f"output {output_path}: no such directory {output_path.parent}")
 
     start = time.time()
     extractor = load_feature_extractor(resolved.path, resolved.kind)
     counts = evaluate_knn(
         extractor,
-        data.bank.batches(extractor.image_size, batch_size),
-        data.query.batches(extractor.image_size, batch_size),
+        data.bank.batches(extractor.image_size, resize_ratio, batch_size),
+        data.query.batches(extractor.image_size, resize_ratio, batch_size),
         k,
         temperature,
     )
@@ -68,6 +69,7 @@ def knn_eval(
         "feature_dim": extractor.feature_dim,
         "k": k,
         "temperature": temperature,
+        "eval_resize_ratio": resize_ratio,
         "bank_split": data.bank.name,
         "bank_images": counts["bank_images"],
         "query_images": counts["query_images"],

@@ -15,18 +15,20 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from simsiam_keras.augment.crop import random_flip, random_resized_crop
-from simsiam_keras.config import LinearEvalConfig
-from simsiam_keras.data.sources import DataSource
+from simsiam_keras.augment.crop import random_flip, random_resized_crop, resize_crop
+from simsiam_keras.config import EVAL_RESIZE_RATIO, LinearEvalConfig
+from simsiam_keras.data.decode import decode_and_random_crop
+from simsiam_keras.data.eval_splits import EvalData, LabelledSplit
+from simsiam_keras.evaluate.knn import extract_labelled_features
 from simsiam_keras.evaluate.lars import LARS
 from simsiam_keras.evaluate.results import append_result
+from simsiam_keras.export.load import load_backbone, run_dir_of, run_settings
 from simsiam_keras.method.optimizers import TorchSGD
 
 CLASSIFIER_FILE = "classifier.keras"
@@ -49,22 +51,6 @@ class LinearEvalResult:
 # ------------------------------------------------------------------------------ views
 
 
-def eval_view(image: tf.Tensor, crop_size: int, resize_ratio: float = 256 / 224) -> tf.Tensor:
-    """torchvision Resize(crop x 256/224) of the shorter side, then CenterCrop(crop): float32 [0, 255]."""
-    image = tf.cast(image, tf.float32)
-    shape = tf.shape(image)[:2]
-    short = int(crop_size * resize_ratio)
-    height, width = shape[0], shape[1]
-    scale = short / tf.cast(tf.minimum(height, width), tf.float64)
-    # The shorter side becomes `short` exactly, the longer one int(long * short / shorter).
-    new_h = tf.where(height <= width, short, tf.cast(tf.cast(height, tf.float64) * scale, tf.int32))
-    new_w = tf.where(height <= width, tf.cast(tf.cast(width, tf.float64) * scale, tf.int32), short)
-    image = tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear", antialias=True)
-    top = tf.cast(tf.round(tf.cast(new_h - crop_size, tf.float32) / 2), tf.int32)
-    left = tf.cast(tf.round(tf.cast(new_w - crop_size, tf.float32) / 2), tf.int32)
-    return tf.ensure_shape(image[top : top + crop_size, left : left + crop_size], (crop_size, crop_size, 3))
-
-
 def train_view(image: tf.Tensor, crop_size: int, config: LinearEvalConfig, seed: tf.Tensor) -> tf.Tensor:
     """RandomResizedCrop(crop, scale (0.08, 1)) + horizontal flip, from a per-image stateless seed."""
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
@@ -72,23 +58,33 @@ def train_view(image: tf.Tensor, crop_size: int, config: LinearEvalConfig, seed:
     return tf.ensure_shape(random_flip(view, config.flip_prob, seeds[1]), (crop_size, crop_size, 3))
 
 
-def train_dataset(
-    images: np.ndarray, labels: np.ndarray, crop_size: int, config: LinearEvalConfig
-) -> tf.data.Dataset:
-    """Endless shuffled batches of (augmented view, label); every image draws its own crop and flip."""
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    ds = ds.shuffle(len(images), seed=config.seed, reshuffle_each_iteration=True).repeat()
-    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=config.seed).batch(2)))
-    ds = ds.map(lambda xy, seed: (train_view(xy[0], crop_size, config, seed), xy[1]),
-                num_parallel_calls=tf.data.AUTOTUNE)
+def train_dataset(split: LabelledSplit, crop_size: int, config: LinearEvalConfig) -> tf.data.Dataset:
+    """Endless shuffled batches of (augmented view, label); every image draws its own crop and flip.
+
+    In-memory images are cropped from the arrays; a streamed split's files are cropped while
+    decoding (undecodable ones dropped), as pretraining reads them.
+    """
+    seeds = tf.data.Dataset.random(seed=config.seed).batch(2)
+    if split.streamed:
+        ds = split.encoded(None).shuffle(split.size, seed=config.seed, reshuffle_each_iteration=True).repeat()
+
+        def view(element, seed):
+            data, label = element
+            crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2))
+            crop, ok = decode_and_random_crop(data, config.crop_scale, config.crop_ratio, crop_seed)
+            flipped = random_flip(resize_crop(crop, crop_size), config.flip_prob, flip_seed)
+            return tf.ensure_shape(flipped, (crop_size, crop_size, 3)), tf.cast(label, tf.int64), ok
+
+        ds = tf.data.Dataset.zip((ds, seeds)).map(view, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.filter(lambda x, y, ok: ok).map(lambda x, y, ok: (x, y))
+    else:
+        images, labels = split.arrays(crop_size)
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        ds = ds.shuffle(len(images), seed=config.seed, reshuffle_each_iteration=True).repeat()
+        ds = tf.data.Dataset.zip((ds, seeds))
+        ds = ds.map(lambda xy, seed: (train_view(xy[0], crop_size, config, seed), xy[1]),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def eval_dataset(images: np.ndarray, crop_size: int, resize_ratio: float, batch_size: int = 256) -> tf.data.Dataset:
-    """Centre-crop batches in the order of `images`."""
-    ds = tf.data.Dataset.from_tensor_slices(images)
-    ds = ds.map(lambda x: eval_view(x, crop_size, resize_ratio), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 # ----------------------------------------------------------------------------- model
@@ -149,93 +145,61 @@ def backbone_unchanged(before: Sequence[np.ndarray], backbone: keras.Model) -> b
 # -------------------------------------------------------------------------- training
 
 
-def check_labelled(source: DataSource) -> None:
-    """Raises ValueError (fit for a command line) unless the source has labelled train and test arrays."""
-    if not source.has_labels or source.x_train is None:
-        raise ValueError(
-            f"--dataset {source.name}: the linear probe needs labelled train and test images "
-            "(y_train, x_test and y_test)"
-        )
-
-
 def linear_eval(
     backbone: keras.Model,
-    source: DataSource,
+    data: EvalData,
     config: LinearEvalConfig,
     verbose: int | str = 0,
 ) -> tuple[keras.Model, dict[str, Any]]:
-    """Trains a linear head on the frozen `backbone` with `source`'s labels and scores the test split.
+    """Trains a linear head on the frozen `backbone` with `data`'s bank split, then scores its query split.
 
-    Returns the classifier (backbone + head) and a result dict with top1, top5, the step count
-    and `backbone_unchanged` (asserted: the probe raises if any backbone weight moved).
+    Images are seen through the evaluation view with `config.eval_resize_ratio` (the paper's
+    256/224 when None). Returns the classifier (backbone + head) and a result dict with top1,
+    top5, the step count and `backbone_unchanged` (asserted: the probe raises if any backbone
+    weight moved).
     """
-    check_labelled(source)
     keras.utils.set_random_seed(config.seed)
     crop = backbone.input_shape[1]
-    num_classes = source.num_classes
+    ratio = config.eval_resize_ratio or EVAL_RESIZE_RATIO
     before = _snapshot(backbone)
-    classifier = build_classifier(backbone, num_classes, config.head_init_std, config.seed)
+    classifier = build_classifier(backbone, data.num_classes, config.head_init_std, config.seed)
     head = head_of(classifier)
-    steps_per_epoch = math.ceil(len(source.x_train) / config.batch_size)
+    steps_per_epoch = math.ceil(data.bank.size / config.batch_size)
     total = steps_per_epoch * config.epochs
     optimizer = make_optimizer(config, total)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     start = time.time()
+    test_features, test_labels = extract_labelled_features(backbone, data.query.batches(crop, ratio))
     if config.cache_features:
-        extract = lambda x: backbone.predict(eval_dataset(x, crop, config.eval_resize_ratio), verbose=0)  # noqa: E731
-        train_features, test_features = extract(source.x_train), extract(source.x_test)
+        train_features, train_labels = extract_labelled_features(backbone, data.bank.batches(crop, ratio))
         features = keras.Input((train_features.shape[1],), name="features")
         trainer = keras.Model(features, head(features), name="linear_head")
         trainer.compile(optimizer=optimizer, loss=loss)
-        trainer.fit(train_features, source.y_train, batch_size=config.batch_size, epochs=config.epochs,
+        trainer.fit(train_features, train_labels, batch_size=config.batch_size, epochs=config.epochs,
                     shuffle=True, verbose=verbose)
-        logits = trainer.predict(test_features, batch_size=1024, verbose=0)
     else:
         classifier.compile(optimizer=optimizer, loss=loss)
-        data = train_dataset(source.x_train, source.y_train, crop, config)
-        classifier.fit(data, epochs=config.epochs, steps_per_epoch=steps_per_epoch, shuffle=False, verbose=verbose)
-        logits = classifier.predict(eval_dataset(source.x_test, crop, config.eval_resize_ratio), verbose=0)
+        classifier.fit(train_dataset(data.bank, crop, config), epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                       shuffle=False, verbose=verbose)
+    logits = head(test_features).numpy()
     unchanged = backbone_unchanged(before, backbone)
     if not unchanged:  # the authors' sanity check: the probe must not change the pretrained model
         raise RuntimeError("the backbone's weights changed during linear classification")
     result = {
-        "top1": top_k_accuracy(logits, source.y_test, 1),
-        "top5": top_k_accuracy(logits, source.y_test, 5),
+        "top1": top_k_accuracy(logits, test_labels, 1),
+        "top5": top_k_accuracy(logits, test_labels, 5),
         "steps": total,
         "lr": config.lr,
+        "eval_resize_ratio": ratio,
         "seconds": time.time() - start,
         "backbone_unchanged": unchanged,
         "backbone_weights_checked": len(before),
-        "train_images": int(len(source.x_train)),
-        "test_images": int(len(source.x_test)),
-        "num_classes": num_classes,
+        "train_images": data.bank.size,
+        "test_images": int(len(test_labels)),
+        "num_classes": data.num_classes,
     }
     # A fresh, uncompiled model over the same layers: saved without optimizer state.
     return keras.Model(classifier.inputs, classifier.outputs, name="linear_classifier"), result
-
-
-def class_names(spec: str, num_classes: int, data_dir: str | None = None) -> list[str]:
-    """Names of the classes of a `--dataset` spec; "0", "1", ... when the source has none."""
-    names: list[str] = []
-    if spec == "synthetic":
-        from simsiam_keras.data.synthetic import CLASS_NAMES
-
-        names = list(CLASS_NAMES)
-    elif spec.startswith("folder:"):
-        from simsiam_keras.data.sources import list_image_folder
-
-        names = list(list_image_folder(spec[len("folder:"):])["train"].class_names)
-    elif not spec.startswith("npz:"):
-        try:
-            import tensorflow_datasets as tfds
-
-            label = tfds.builder(spec, data_dir=data_dir).info.features["label"]
-            names = list(label.names)
-        except Exception:  # any TFDS dataset without named labels
-            names = []
-    if len(names) != num_classes:
-        names = [str(i) for i in range(num_classes)]
-    return names
 
 
 def save_classifier(
@@ -257,54 +221,37 @@ def save_classifier(
         json.dump(info, f, indent=2)
 
 
-def backbone_name(backbone: keras.Model, checkpoint: str) -> str:
-    """The architecture name: from the run's config.json or the export's metadata.json, else the model's name."""
-    from simsiam_keras.export.load import resolve_checkpoint
-
-    path = Path(checkpoint)
-    config = (path if path.is_dir() else path.parent) / "config.json"
-    try:
-        if config.is_file():
-            return str(json.loads(config.read_text())["backbone"])
-        return str(resolve_checkpoint(checkpoint).metadata["backbone"])
-    except (KeyError, ValueError, FileNotFoundError):
-        return backbone.name
-
-
 def run_linear_eval(
     checkpoint: str,
-    source: DataSource,
+    data: EvalData,
     config: LinearEvalConfig,
     recipe: str,
     output_dir: str | None = None,
-    dataset_spec: str | None = None,
-    data_dir: str | None = None,
     verbose: int | str = 0,
     backbone: keras.Model | None = None,
 ) -> LinearEvalResult:
-    """The whole probe behind scripts/linear_eval.py: load, train, score, save, record.
+    """The whole probe behind `simsiam-linear-eval`: load, train, score, save, record.
 
     Writes OUTPUT/classifier.keras, classifier.json and linear_eval.json (OUTPUT defaults to
     RUN/linear next to the checkpoint) and appends top-1/top-5 to the run's results.json.
-    `backbone` is the checkpoint's, when the caller has loaded it already.
+    `backbone` is the checkpoint's, when the caller has loaded it already. Without a ratio in
+    `config`, the evaluation view is the one the checkpoint's run used.
     """
-    from simsiam_keras.export.load import load_backbone, run_dir_of
-
-    check_labelled(source)
     backbone = backbone if backbone is not None else load_backbone(checkpoint)
+    settings = run_settings(checkpoint)
+    if config.eval_resize_ratio is None:
+        config = dataclasses.replace(config, eval_resize_ratio=settings.get("eval_resize_ratio", EVAL_RESIZE_RATIO))
     run_dir = str(run_dir_of(checkpoint))
     output_dir = output_dir or os.path.join(run_dir, "linear")
     start = time.time()
-    classifier, result = linear_eval(backbone, source, config, verbose)
+    classifier, result = linear_eval(backbone, data, config, verbose)
     recipe_record = {"name": recipe, **config.to_dict()}
-    save_classifier(
-        classifier, output_dir, class_names(dataset_spec or source.name, source.num_classes, data_dir),
-        str(checkpoint), backbone_name(backbone, checkpoint), recipe_record,
-    )
+    save_classifier(classifier, output_dir, data.class_names, str(checkpoint),
+                    str(settings.get("backbone", backbone.name)), recipe_record)
     record = {
         "checkpoint": str(checkpoint),
-        "dataset": source.name,
-        "split": "test",
+        "dataset": data.name,
+        "split": data.query.name,
         "protocol": PROTOCOL,
         "recipe": recipe_record,
         "image_size": int(classifier.input_shape[1]),
@@ -316,7 +263,7 @@ def run_linear_eval(
     extra = {"recipe": recipe, "cache_features": config.cache_features, "epochs": config.epochs,
              "checkpoint": str(checkpoint)}
     for metric in ("top1", "top5"):
-        append_result(run_dir, dataset=source.name, split="test", metric=metric, value=result[metric],
+        append_result(run_dir, dataset=data.name, split=data.query.name, metric=metric, value=result[metric],
                       protocol=PROTOCOL, **extra)
     return LinearEvalResult(result["top1"], result["top5"], classifier, output_dir, time.time() - start,
                             result["backbone_unchanged"], record)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from typing import Any
+
+from simsiam_keras.files import write_atomic
 
 RESULTS_FILE = "results.json"
 
@@ -43,12 +44,4 @@ def append_result(
     }
     os.makedirs(run_dir, exist_ok=True)
     records = read_results(run_dir) + [record]
-    fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".json", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(records, f, indent=2, default=str)
-        os.replace(tmp, results_path(run_dir))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(results_path(run_dir), json.dumps(records, indent=2, default=str))

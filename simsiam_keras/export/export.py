@@ -35,10 +35,11 @@ import tensorflow as tf
 
 from simsiam_keras.config import SimSiamConfig
 from simsiam_keras.data.synthetic import make_synthetic
-from simsiam_keras.export.load import INPUT_NAME, METADATA, OUTPUT_NAME, load_keras_file
+from simsiam_keras.export.load import INPUT_NAME, METADATA, OUTPUT_NAME, SAVED_MODEL_DIR, load_keras_file
+from simsiam_keras.method.model import SimSiam
 
 FORMATS = ("saved_model", "onnx")
-SAVED_MODEL_DIR = "saved_model"
+
 ONNX_FILE = "model.onnx"
 ONNX_OPSET = 17
 SIGNATURE = "serve"
@@ -263,6 +264,8 @@ def training_info(config: SimSiamConfig | Mapping[str, Any] | None) -> dict[str,
         "epochs": settings.get("epochs"),
         "backbone_width": settings.get("backbone_width"),
         "mixed_precision": settings.get("mixed_precision"),
+        # The evaluation view the run used (augment.crop.eval_view), which evaluations reuse.
+        "eval_resize_ratio": settings.get("eval_resize_ratio"),
         "config_hash": config_hash(settings),
     }
 
@@ -298,7 +301,7 @@ def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     names = [f.strip() for f in formats.split(",")] if isinstance(formats, str) else list(formats)
     unknown = sorted(set(names) - set(FORMATS))
     if unknown or not names:
-        raise ValueError(f"--formats takes a comma-separated subset of {','.join(FORMATS)}, got {','.join(names)!r}")
+        raise ValueError(f"formats takes a comma-separated subset of {','.join(FORMATS)}, got {','.join(names)!r}")
     return tuple(f for f in FORMATS if f in names)
 
 
@@ -306,9 +309,9 @@ def check_target(output_dir: str | Path, overwrite: bool = False) -> Path:
     """The export folder, refused if it exists and `overwrite` is not set (checked before any work)."""
     target = Path(output_dir)
     if target.exists() and not overwrite:
-        raise FileExistsError(f"--output {target} already exists; pass --overwrite to replace it")
+        raise FileExistsError(f"output {target} already exists; pass overwrite to replace it")
     if target.exists() and not target.is_dir():
-        raise FileExistsError(f"--output {target} exists and is not a folder")
+        raise FileExistsError(f"output {target} exists and is not a folder")
     return target
 
 
@@ -475,22 +478,19 @@ def export_checkpoint(
     if path.is_dir():
         path = path / "model.keras"
     if not path.is_file():
-        raise FileNotFoundError(f"--checkpoint {checkpoint}: no model.keras or classifier .keras file there")
+        raise FileNotFoundError(f"checkpoint {checkpoint}: no model.keras or classifier .keras file there")
     if path.suffix != ".keras":
-        raise ValueError(f"--checkpoint {checkpoint}: expected a .keras file or a run directory")
+        raise ValueError(f"checkpoint {checkpoint}: expected a .keras file or a run directory")
     sidecar = _read_json(path.with_name(CLASSIFIER_SIDECAR)) if path.name != "model.keras" else None
     run_dir = path.parent if sidecar is None else path.parent.parent
     config = _read_json(run_dir / "config.json")
-
-    from simsiam_keras.method.model import SimSiam
-
     model = load_keras_file(path)
     if isinstance(model, SimSiam):
         return export_backbone(model.backbone, output_dir, config=config, run_dir=run_dir, formats=formats,
                                overwrite=overwrite)
     if sidecar is None:
         raise ValueError(
-            f"--checkpoint {checkpoint}: not a SimSiam model, and no {CLASSIFIER_SIDECAR} beside it for a classifier"
+            f"checkpoint {checkpoint}: not a SimSiam model, and no {CLASSIFIER_SIDECAR} beside it for a classifier"
         )
     return export_classifier(model, output_dir, sidecar["class_names"], details=sidecar, config=config,
                              run_dir=run_dir, formats=formats, overwrite=overwrite)

@@ -22,10 +22,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+# Importing them registers the classes a run's .keras file holds (SimSiam, TorchSGD, their layers).
+from simsiam_keras.method.model import SimSiam  # noqa: F401
+from simsiam_keras.method.optimizers import TorchSGD  # noqa: F401
+
 KINDS = ("keras", "saved_model", "onnx")
 INPUT_NAME = "images"
 OUTPUT_NAME = "features"
 METADATA = "metadata.json"
+SAVED_MODEL_DIR = "saved_model"
 
 
 @dataclasses.dataclass
@@ -51,12 +56,12 @@ def resolve_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
         raise ValueError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"--checkpoint {path}: no such file or directory")
+        raise FileNotFoundError(f"checkpoint {path}: no such file or directory")
     candidates: list[Checkpoint] = []
     if path.is_file():
         found = {".keras": "keras", ".onnx": "onnx"}.get(path.suffix.lower())
         if found is None:
-            raise ValueError(f"--checkpoint {path}: expected a .keras or .onnx file, a run directory or an export folder")
+            raise ValueError(f"checkpoint {path}: expected a .keras or .onnx file, a run directory or an export folder")
         candidates.append(Checkpoint(found, path, _read_metadata(path.parent)))
     elif (path / "saved_model.pb").is_file():
         candidates.append(Checkpoint("saved_model", path, _read_metadata(path.parent)))
@@ -70,13 +75,32 @@ def resolve_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
         candidates = [c for c in candidates if c.kind == kind]
     if not candidates:
         wanted = f"{kind} model" if kind else "model.keras, saved_model/ or model.onnx"
-        raise ValueError(f"--checkpoint {path}: found no {wanted} there (expected a run directory or an export folder)")
+        raise ValueError(f"checkpoint {path}: found no {wanted} there (expected a run directory or an export folder)")
     if candidates[0].metadata.get("kind", "backbone") != "backbone":
         raise ValueError(
-            f"--checkpoint {path}: an exported {candidates[0].metadata['kind']} has no {OUTPUT_NAME!r} output; "
+            f"checkpoint {path}: an exported {candidates[0].metadata['kind']} has no {OUTPUT_NAME!r} output; "
             "use the backbone's export or the run directory"
         )
     return candidates[0]
+
+
+def run_settings(path: str | Path) -> dict[str, Any]:
+    """What is known of the run a checkpoint came from: its config.json, else an export's metadata.
+
+    Keys as in config.json (`backbone`, `eval_resize_ratio`, ...); empty when nothing is known.
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    config = folder / "config.json"
+    if config.is_file():
+        return json.loads(config.read_text())
+    if folder.name == SAVED_MODEL_DIR and not (folder / METADATA).exists():
+        folder = folder.parent
+    metadata = _read_metadata(folder)
+    settings = {k: v for k, v in (metadata.get("training") or {}).items() if v is not None}
+    if "backbone" in metadata:
+        settings["backbone"] = metadata["backbone"]
+    return settings
 
 
 def _features_only(model: keras.Model) -> keras.Model:
@@ -98,16 +122,16 @@ def _saved_model_backbone(path: Path, image_size: int | None) -> keras.Model:
     if image_size is None:
         signature = tf.saved_model.load(str(path)).signatures.get("serve")
         if signature is None:
-            raise ValueError(f"--checkpoint {path}: the SavedModel has no 'serve' signature")
+            raise ValueError(f"checkpoint {path}: the SavedModel has no 'serve' signature")
         spec = next(iter(signature.structured_input_signature[1].values()))
         image_size = spec.shape[1]
         if image_size is None:
-            raise ValueError(f"--checkpoint {path}: the image size is not fixed by the signature; add a {METADATA}")
+            raise ValueError(f"checkpoint {path}: the image size is not fixed by the signature; add a {METADATA}")
     inputs = keras.Input((image_size, image_size, 3), name=INPUT_NAME)
     outputs = layer(inputs)
     if isinstance(outputs, dict):
         if OUTPUT_NAME not in outputs and len(outputs) != 1:
-            raise ValueError(f"--checkpoint {path}: no {OUTPUT_NAME!r} output in the serve signature ({', '.join(outputs)})")
+            raise ValueError(f"checkpoint {path}: no {OUTPUT_NAME!r} output in the serve signature ({', '.join(outputs)})")
         outputs = outputs[OUTPUT_NAME] if OUTPUT_NAME in outputs else next(iter(outputs.values()))
     return keras.Model(inputs, outputs, name=path.parent.name if path.name == "saved_model" else path.name)
 
@@ -120,7 +144,7 @@ def load_backbone(path: str | Path) -> keras.Model:
     """
     checkpoint = resolve_checkpoint(path)
     if checkpoint.kind == "onnx":
-        raise ValueError(f"--checkpoint {path}: an ONNX model has no Keras form; use load_feature_extractor")
+        raise ValueError(f"checkpoint {path}: an ONNX model has no Keras form; use load_feature_extractor")
     if checkpoint.kind == "saved_model":
         return _saved_model_backbone(checkpoint.path, checkpoint.metadata.get("image_size"))
     return _features_only(load_keras_file(checkpoint.path))
@@ -131,18 +155,17 @@ def load_keras_file(path: str | Path, compile: bool = False) -> keras.Model:
 
     Any failure is a ValueError naming the file, fit for a command line.
     """
-    import simsiam_keras  # noqa: F401  (registers SimSiam and its optimizer before loading)
-    from simsiam_keras.cli.parser import one_line
-
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--checkpoint {path}: no such file")
+        raise FileNotFoundError(f"checkpoint {path}: no such file")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"--checkpoint {path}: not a .keras file (a .keras file is a zip archive)")
+        raise ValueError(f"checkpoint {path}: not a .keras file (a .keras file is a zip archive)")
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=True)
     except Exception as error:  # Keras raises many types for a file it cannot read
-        raise ValueError(f"--checkpoint {path}: cannot be loaded: {one_line(error) or type(error).__name__}") from None
+        raise ValueError(
+            f"checkpoint {path}: cannot be loaded: {' '.join(str(error).split()) or type(error).__name__}"
+        ) from None
 
 
 class FeatureExtractor:
@@ -178,15 +201,15 @@ def _onnx_extractor(path: Path, metadata: dict[str, Any]) -> FeatureExtractor:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     names = [i.name for i in inputs]
     if len(inputs) != 1:
-        raise ValueError(f"--checkpoint {path}: expected one input ({INPUT_NAME!r}), the ONNX model has {names}")
+        raise ValueError(f"checkpoint {path}: expected one input ({INPUT_NAME!r}), the ONNX model has {names}")
     if OUTPUT_NAME not in [o.name for o in outputs] and len(outputs) != 1:
-        raise ValueError(f"--checkpoint {path}: no {OUTPUT_NAME!r} output ({', '.join(o.name for o in outputs)})")
+        raise ValueError(f"checkpoint {path}: no {OUTPUT_NAME!r} output ({', '.join(o.name for o in outputs)})")
     output = next((o.name for o in outputs if o.name == OUTPUT_NAME), outputs[0].name)
     input_name = inputs[0].name
     image_size = metadata.get("image_size") or inputs[0].shape[1]
     feature_dim = metadata.get("feature_dim") or next(o for o in outputs if o.name == output).shape[-1]
     if not isinstance(image_size, int) or not isinstance(feature_dim, int):
-        raise ValueError(f"--checkpoint {path}: image size and feature dimension unknown (no {METADATA}, dynamic shapes)")
+        raise ValueError(f"checkpoint {path}: image size and feature dimension unknown (no {METADATA}, dynamic shapes)")
     return FeatureExtractor(
         lambda x: session.run([output], {input_name: x})[0], image_size, feature_dim, "onnx"
     )

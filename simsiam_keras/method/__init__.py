@@ -1,0 +1,1 @@
+"""The method: the symmetric stop-gradient loss, the SimSiam model with its train step, and its optimizers."""

@@ -58,7 +58,7 @@ def make_optimizers(config: SimSiamConfig, steps_per_epoch: int) -> tuple[keras.
     """
     schedule = encoder_schedule(config, steps_per_epoch)
     if config.predictor_lr not in ("fixed", "cosine"):
-        raise ValueError(f"--predictor-lr must be 'fixed' or 'cosine', got {config.predictor_lr!r}")
+        raise ValueError(f"predictor_lr must be 'fixed' or 'cosine', got {config.predictor_lr!r}")
     predictor_lr = config.lr if config.predictor_lr == "fixed" else encoder_schedule(config, steps_per_epoch)
     encoder_opt = TorchSGD(schedule, momentum=config.momentum, l2=config.weight_decay, name="encoder_sgd")
     predictor_opt = TorchSGD(predictor_lr, momentum=config.momentum, l2=config.weight_decay, name="predictor_sgd")

@@ -1,0 +1,1 @@
+"""Networks: PyTorch-equivalent layers, the backbones, and the projector and predictor heads (Sec. 3)."""

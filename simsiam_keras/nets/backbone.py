@@ -107,10 +107,10 @@ def check_backbone(name: str, image_size: int, width: int = 64) -> None:
             )
     if image_size < MIN_IMAGE_SIZE.get(name, 1):
         raise ValueError(
-            f"--image-size {image_size} is too small for {name}: it needs at least {MIN_IMAGE_SIZE.get(name, 1)} pixels"
+            f"image_size {image_size} is too small for {name}: it needs at least {MIN_IMAGE_SIZE.get(name, 1)} pixels"
         )
     if width < 1:
-        raise ValueError(f"--backbone-width must be positive, got {width}")
+        raise ValueError(f"backbone_width must be positive, got {width}")
 
 
 def build_backbone(name: str, image_size: int, width: int = 64, sync_bn: bool = False) -> keras.Model:

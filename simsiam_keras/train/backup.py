@@ -90,7 +90,7 @@ def check_resumable(config: SimSiamConfig) -> Position | None:
     position = latest_position(config.output_dir)
     if position is None:
         if config.resume:
-            raise ValueError(f"--resume: {backup_dir(config.output_dir)} holds no backup to resume from")
+            raise ValueError(f"resume: {backup_dir(config.output_dir)} holds no backup to resume from")
         return None
     config_path = os.path.join(config.output_dir, "config.json")
     if not os.path.exists(config_path):
@@ -105,7 +105,7 @@ def check_resumable(config: SimSiamConfig) -> Position | None:
         changes = ", ".join(f"{k} {saved[k]!r} there, {wanted[k]!r} here" for k in shown)
         raise ValueError(
             f"cannot resume {config.output_dir}: its backup is of a different {kind} ({changes}); "
-            f"use another --output-dir, or delete {backup_dir(config.output_dir)} to start again"
+            f"use another output_dir, or delete {backup_dir(config.output_dir)} to start again"
         )
     return position
 

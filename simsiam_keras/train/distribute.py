@@ -27,14 +27,14 @@ def split_cpu(replicas: int) -> None:
         )
     except RuntimeError:
         raise RuntimeError(
-            f"--cpu-replicas {replicas}: TensorFlow was already initialised; split the CPU before building anything"
+            f"cpu_replicas {replicas}: TensorFlow was already initialised; split the CPU before building anything"
         ) from None
 
 
 def make_strategy(name: str = "auto", cpu_replicas: int = 0, tpu: str | None = None) -> tf.distribute.Strategy:
-    """The strategy `--strategy` names; `auto` picks TPU, multi-worker, mirrored GPUs/CPUs or one device."""
+    """The strategy `name` names; `auto` picks TPU, multi-worker, mirrored GPUs/CPUs or one device."""
     if name not in STRATEGIES:
-        raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
     split_cpu(cpu_replicas)
     if name == "auto":
         if tpu is not None:
@@ -68,7 +68,7 @@ def check_batch_size(global_batch: int, replicas: int) -> int:
     """The per-replica batch; a global batch that does not split evenly is an error."""
     if global_batch <= 0 or global_batch % replicas:
         raise ValueError(
-            f"--batch-size {global_batch} does not divide by the {replicas} replicas in sync: "
+            f"batch_size {global_batch} does not divide by the {replicas} replicas in sync: "
             f"use a multiple of {replicas}"
         )
     return global_batch // replicas

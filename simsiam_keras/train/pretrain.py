@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from typing import Iterator, NamedTuple
 
@@ -14,15 +13,20 @@ import keras
 import tensorflow as tf
 
 from simsiam_keras.augment.recipe import SimSiamAugment
-from simsiam_keras.config import SimSiamConfig, check_config
+from simsiam_keras.config import MONITOR_IMAGES, SimSiamConfig, check_config
 from simsiam_keras.data import pipeline, sources
+from simsiam_keras.data.eval_splits import EvalData, find_eval_data
+from simsiam_keras.data.images import DataSource
 from simsiam_keras.evaluate.curves import plot_history
+from simsiam_keras.evaluate.monitor import KNNMonitor
+from simsiam_keras.files import check_output_dir, write_atomic
 from simsiam_keras.method.model import SimSiam, build_simsiam
 from simsiam_keras.method.optimizers import make_optimizers
+from simsiam_keras.nets.backbone import check_backbone
 from simsiam_keras.train import backup
-from simsiam_keras.train.callbacks import HistoryCSV, KNNMonitor, keep_history
 from simsiam_keras.train.distribute import check_batch_size, is_chief, make_strategy, weights_fingerprint
 from simsiam_keras.train.divergence import DivergenceError, DivergenceGuard
+from simsiam_keras.train.history import HistoryCSV, keep_history
 
 MIXED_PRECISION = {"off": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
@@ -41,7 +45,7 @@ class PretrainResult:
 def dtype_policy(mixed_precision: str) -> Iterator[None]:
     """Builds layers under a mixed-precision policy without leaving it set globally."""
     if mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {mixed_precision!r}")
+        raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {mixed_precision!r}")
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(MIXED_PRECISION[mixed_precision])
     try:
@@ -58,7 +62,7 @@ def build_compiled_model(
         # XLA cannot compile MirroredStrategy's cross-replica optimizer update here ("Trying to
         # access resource ... located in device CPU:1 from device CPU:0"); TPUs compile anyway.
         raise ValueError(
-            f"--jit-compile runs on one replica only, this strategy has {strategy.num_replicas_in_sync}"
+            f"jit_compile runs on one replica only, this strategy has {strategy.num_replicas_in_sync}"
         )
     with strategy.scope(), dtype_policy(config.mixed_precision):
         model = build_simsiam(config, sync_bn=strategy.num_replicas_in_sync > 1)
@@ -96,15 +100,24 @@ class _StopAtEpochEnd(keras.callbacks.Callback):
         self.model.stop_training = True
 
 
-def _write_json(path: str, values: dict) -> None:
-    """Writes through a temp file and `os.replace`, so the file is always complete."""
-    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(values, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+def _monitor_data(config: SimSiamConfig, source: DataSource) -> EvalData | None:
+    """The kNN monitor's labelled splits, if the data has them: streamed ones decoded once, up to MONITOR_IMAGES."""
+    if config.knn_every <= 0:
+        return None
+    found = find_eval_data(source, config.data_dir, config.seed)
+    if isinstance(found, str):
+        return None
+    return found.in_memory(config.image_size, config.eval_resize_ratio, MONITOR_IMAGES)
 
 
-def pretrain(config: SimSiamConfig, source: sources.DataSource | None = None, verbose: int | str = "auto") -> PretrainResult:
+def _describe(source: DataSource, monitor_data: EvalData | None) -> dict:
+    summary = sources.describe(source)
+    if monitor_data is not None:
+        summary.update(test_images=monitor_data.query.size, num_classes=monitor_data.num_classes)
+    return summary
+
+
+def pretrain(config: SimSiamConfig, source: DataSource | None = None, verbose: int | str = "auto") -> PretrainResult:
     """Pretrains SimSiam as `config` says and writes the run directory.
 
     The directory holds config.json, history.csv (one row per epoch), model.keras, TensorBoard
@@ -115,15 +128,18 @@ def pretrain(config: SimSiamConfig, source: sources.DataSource | None = None, ve
     last good backup in place.
     """
     check_config(config)
+    check_backbone(config.backbone, config.image_size, config.backbone_width)
+    check_output_dir(config.output_dir)
     if config.backup_every_steps < 0:
-        raise ValueError(f"--backup-every-steps must be 0 (epoch ends only) or more, got {config.backup_every_steps}")
+        raise ValueError(f"backup_every_steps must be 0 (epoch ends only) or more, got {config.backup_every_steps}")
     start_at = backup.check_resumable(config)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)
     check_batch_size(config.batch_size, strategy.num_replicas_in_sync)
     if source is None:
-        source = sources.load_source(config.dataset, config.image_size, config.seed, config.data_dir)
+        source = sources.load_dataset(config.dataset, config.image_size, config.seed, config.data_dir)
+    monitor_data = _monitor_data(config, source)
     keras.utils.set_random_seed(config.seed)
     images = source.pretrain_images
     pipeline.check_batch_fits(len(images), config.batch_size)
@@ -139,14 +155,15 @@ def pretrain(config: SimSiamConfig, source: sources.DataSource | None = None, ve
     history_path = os.path.join(config.output_dir, "history.csv")
     if chief:
         os.makedirs(config.output_dir, exist_ok=True)
-        _write_json(os.path.join(config.output_dir, "config.json"), {**config.to_dict(), "data": sources.describe(source)})
+        settings = {**config.to_dict(), "data": _describe(source, monitor_data)}
+        write_atomic(os.path.join(config.output_dir, "config.json"), json.dumps(settings, indent=2, sort_keys=True))
         keep_history(history_path, start_at.epoch if start_at else 0)
     history: dict[str, list[float]] = {}
     knn_before = None
     monitor = None
-    if config.knn_every > 0 and source.has_labels:
-        monitor = KNNMonitor(source.x_train, source.y_train, source.x_test, source.y_test,
-                             config.knn_every, config.knn_k, config.knn_temperature)
+    if monitor_data is not None:
+        monitor = KNNMonitor(monitor_data, config.knn_every, config.knn_k, config.knn_temperature,
+                             config.eval_resize_ratio)
         monitor.evaluate_at_start = start_at is None
     if config.epochs > 0:
         callbacks: list[keras.callbacks.Callback] = [monitor] if monitor else []

@@ -1,0 +1,93 @@
+"""Measure SimSiam throughput and host memory on this machine.
+
+    simsiam-benchmark train                      # cifar preset: resnet18_cifar width 64, 32 px, batch 256
+    simsiam-benchmark train --preset imagenet    # imagenet preset: resnet50 width 64, 224 px, batch 32
+    simsiam-benchmark input --backbone-width 16
+
+`train` prints images/s and the peak host memory (RSS) of the run; run one preset per command,
+since a process's memory high-water mark is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from simsiam_keras.benchmark.throughput import input_benchmark, train_throughput
+from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
+from simsiam_keras.config import BENCHMARK_BATCH_SIZE
+from simsiam_keras.train.distribute import STRATEGIES
+from simsiam_keras.train.pretrain import MIXED_PRECISION
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="training images/s (each image = two views) and peak host memory, on random data")
+    train.add_argument("--preset", default="cifar", choices=sorted(BENCHMARK_BATCH_SIZE),
+                       help="model and batch defaults: cifar (resnet18_cifar, 32 px, batch 256) or imagenet "
+                            "(resnet50, 224 px, batch 32)")
+    train.add_argument("--backbone", help="default: the preset's")
+    train.add_argument("--backbone-width", type=int, help="default 64")
+    train.add_argument("--image-size", type=int, help="default: the preset's")
+    train.add_argument("--batch-size", type=int, help="global batch (default: 256 for cifar, 32 for imagenet)")
+    train.add_argument("--steps", type=int, default=10)
+    train.add_argument("--warmup-steps", type=int, default=3)
+    train.add_argument("--strategy", default="auto", choices=STRATEGIES)
+    train.add_argument("--cpu-replicas", type=int, default=0)
+    train.add_argument("--mixed-precision", default="off", choices=sorted(MIXED_PRECISION))
+    source = commands.add_parser("input", help="pairs of views/s from the input pipeline, per stage, vs the train step")
+    source.add_argument("--batch-size", type=int, default=256)
+    source.add_argument("--batches", type=int, default=20)
+    source.add_argument("--backbone-width", type=int, default=64, help="of the train-step rate it is compared with")
+    source.add_argument("--jpeg-dir", default="/tmp/simsiam_benchmark_jpegs",
+                        help="folder of JPEGs for case (b); 2,000 images of 500x375 are generated there if it is empty")
+    source.add_argument("--jpeg-batch-size", type=int, default=64)
+    source.add_argument("--train-batch-size", type=int, default=32, help="batch of the resnet50 train step in case (b)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    try:
+        if args.pop("command") == "input":
+            return report_input(**args)
+        result = train_throughput(**args)
+    except USER_ERRORS as error:
+        return parser.report(error)
+    print(
+        f"train {result['backbone']} width {result['backbone_width']} {result['image_size']}px "
+        f"batch {result['batch_size']}: {result['images_per_second']:.1f} images/s "
+        f"({result['seconds_per_step'] * 1000:.0f} ms/step, {result['parameters'] / 1e6:.2f}M backbone parameters)"
+    )
+    print(f"  {memory_line(result)}")
+    return 0
+
+
+def memory_line(result: dict) -> str:
+    if result["peak_rss_mb"] is None:
+        return "peak host memory: not available on this platform"
+    if result["peak_includes_startup"]:
+        return f"peak host memory {result['peak_rss_mb']:.0f} MB (RSS high-water mark of the whole process)"
+    return (f"peak host memory {result['peak_rss_mb']:.0f} MB during the run: {result['rss_before_mb']:.0f} MB "
+            f"before it (Python, TensorFlow) + {result['rss_increase_mb']:.0f} MB while building and training "
+            f"(weights, optimizer state, data, activations, TensorFlow's runtime)")
+
+
+def report_input(**kwargs) -> int:
+    cores = os.cpu_count() or 1
+    for title, rates in input_benchmark(**kwargs).items():
+        train = rates.pop("train step")
+        print(f"input {title}, {cores} cores:")
+        for stage, rate in rates.items():
+            print(f"  {stage:<12} {rate:9.1f} pairs/s  {rate / cores:8.1f} pairs/s per core")
+        streamed = [rate for stage, rate in rates.items() if stage != "cached"][-1]
+        slower = "input pipeline" if streamed < train else "train step"
+        print(f"  train step   {train:9.1f} pairs/s -> bottleneck: {slower}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Linear probe: train a linear classifier on a frozen pretrained backbone and report top-1/top-5.
+
+    simsiam-linear-eval --checkpoint runs/simsiam/model.keras --cache-features
+    simsiam-linear-eval --checkpoint runs/cifar10 --dataset cifar10 --data-dir /data/tfds
+    simsiam-linear-eval --checkpoint exported/simsiam --dataset folder:/data/pets --recipe sgd
+
+Recipes (simsiam_keras/config.py, LINEAR_EVAL_PRESETS), lr = base lr x batch / 256:
+  paper       LARS, base lr 0.02, batch 4096, cosine, 90 epochs, wd 0 (Appendix A)
+  lars_code   LARS, base lr 0.1 (the authors' main_lincls.py default)
+  sgd         SGD, lr 30 at batch 256, wd 0 (Appendix A's alternative)
+  sgd_scaled  SGD, base lr 0.1, batch 4096 (main_lincls.py without --lars)
+LARS with trust coefficient 0.001 moves the head by about lr x 0.001 of its norm per step, so it
+needs ImageNet-scale step counts; on small datasets use sgd (the default for synthetic data).
+Writes OUTPUT/classifier.keras, classifier.json and linear_eval.json, and appends top-1/top-5 to
+the run's results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
+from simsiam_keras.config import LINEAR_EVAL_PRESETS, default_linear_eval_recipe, make_linear_eval_config
+from simsiam_keras.data.eval_splits import eval_data
+from simsiam_keras.evaluate.linear_probe import run_linear_eval
+from simsiam_keras.export.load import load_backbone
+from simsiam_keras.files import check_output_dir
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True,
+                   help="a run directory or its model.keras, an export folder or a SavedModel directory")
+    p.add_argument("--dataset", default="synthetic",
+                   help="synthetic (default), npz:PATH, folder:PATH or a prepared TFDS name; needs labels and a test split")
+    p.add_argument("--data-dir", help="TFDS data directory")
+    p.add_argument("--recipe", choices=list(LINEAR_EVAL_PRESETS),
+                   help="default: sgd for the synthetic dataset, paper otherwise")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", dest="base_lr", type=float, help="base lr; the applied lr is lr x batch / 256")
+    p.add_argument("--cache-features", action="store_true", default=None,
+                   help="extract features once (centre crops, no augmentation) and train the head on them")
+    p.add_argument("--eval-resize-ratio", type=float,
+                   help="evaluation view: shorter side resized to crop x this, then the centre crop "
+                        "(default: the checkpoint's run's, else the paper's 256/224)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--output-dir", help="default: RUN/linear next to the checkpoint")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    recipe = args.recipe or default_linear_eval_recipe(args.dataset)
+    try:
+        config = make_linear_eval_config(
+            recipe, epochs=args.epochs, batch_size=args.batch_size, base_lr=args.base_lr,
+            cache_features=args.cache_features, eval_resize_ratio=args.eval_resize_ratio, seed=args.seed,
+        )
+        check_output_dir(args.output_dir)
+        data = eval_data(args.dataset, args.data_dir, config.seed)
+        backbone = load_backbone(args.checkpoint)
+    except USER_ERRORS as error:
+        return parser.report(error)
+    result = run_linear_eval(args.checkpoint, data, config, recipe, args.output_dir, verbose=0, backbone=backbone)
+    print(f"linear probe ({recipe}, {config.epochs} epochs, lr {config.lr:g}, "
+          f"{'cached features' if config.cache_features else 'augmented views'}) on {data.name}: "
+          f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  ({result.seconds:.0f}s)")
+    print(f"backbone unchanged: {result.backbone_unchanged}; classifier saved to "
+          f"{os.path.join(result.output_dir, 'classifier.keras')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Pretrain SimSiam. With no arguments: a few minutes on the embedded synthetic dataset.
+
+    simsiam-pretrain
+    simsiam-pretrain --dataset cifar10 --preset cifar --strategy mirrored
+    simsiam-pretrain --dataset imagenet2012 --strategy mirrored --data-dir /data/tfds
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
+from simsiam_keras.config import CACHE_DECODED, PRESETS, make_config
+from simsiam_keras.method.loss import SIMILARITIES
+from simsiam_keras.train.distribute import STRATEGIES
+from simsiam_keras.train.divergence import DivergenceError
+from simsiam_keras.train.pretrain import MIXED_PRECISION, pretrain
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", help="synthetic (default), npz:PATH, folder:PATH or a prepared TFDS name such as cifar10")
+    p.add_argument("--data-dir", help="TFDS data directory")
+    p.add_argument("--cache-decoded", choices=CACHE_DECODED,
+                   help="keep decoded images in memory after epoch 1 (auto: when a folder fits in 2 GB)")
+    p.add_argument("--data-service", help="grpc://HOST:PORT of a tf.data service dispatcher to run the input pipeline")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="paper recipe to start from (default: quickstart for synthetic data, imagenet otherwise)")
+    p.add_argument("--backbone", help="resnet50, resnet18_cifar or a keras.applications name")
+    p.add_argument("--backbone-width", type=int, help="base width of the ResNet (64 in the paper)")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch size, over all replicas")
+    p.add_argument("--epochs", type=int, help="0 saves the randomly initialised model")
+    p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the data")
+    p.add_argument("--base-lr", type=float, help="lr = base_lr x batch / 256")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--knn-every", type=int, help="kNN monitor period in epochs; 0 turns it off")
+    p.add_argument("--eval-resize-ratio", type=float,
+                   help="evaluation view: shorter side resized to image size x this, then the centre crop "
+                        "(the paper's 256/224; 1.0 in the cifar and quickstart presets)")
+    p.add_argument("--output-dir", help="run directory (default runs/simsiam)")
+    p.add_argument("--strategy", choices=STRATEGIES)
+    p.add_argument("--cpu-replicas", type=int, help="split the CPU into N logical devices")
+    p.add_argument("--tpu", help="TPU name or address for --strategy tpu")
+    p.add_argument("--mixed-precision", choices=sorted(MIXED_PRECISION))
+    p.add_argument("--jit-compile", action="store_true", default=None, help="XLA-compile the train step (one replica only)")
+    resume = p.add_argument_group("preemption (re-running the same command resumes from OUTPUT_DIR/backup)")
+    resume.add_argument("--backup-every-steps", type=int, help="back up every N global steps, and at each epoch end (0: epoch ends only)")
+    resume.add_argument("--resume", action="store_true", default=None, help="fail unless there is a backup to resume from")
+    resume.add_argument("--deterministic", action="store_true", default=None,
+                        help="deterministic ops: a resumed run matches an uninterrupted one bit for bit (slower)")
+    ablations = p.add_argument_group("ablations (paper Sec. 4)")
+    ablations.add_argument("--no-stop-gradient", dest="stop_gradient", action="store_false", default=None)
+    ablations.add_argument("--no-predictor", dest="use_predictor", action="store_false", default=None)
+    ablations.add_argument("--predictor-lr", choices=("fixed", "cosine"))
+    ablations.add_argument("--similarity", choices=SIMILARITIES)
+    ablations.add_argument("--asymmetric", dest="symmetric", action="store_false", default=None)
+    ablations.add_argument("--proj-dim", type=int, help="output dimension d of the projector (App. B)")
+    ablations.add_argument("--proj-hidden-dim", type=int)
+    ablations.add_argument("--pred-hidden-dim", type=int, help="predictor bottleneck, d/4 in the paper")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    preset = args.pop("preset")
+    try:
+        config = make_config(preset, **args)
+        result = pretrain(config)
+    except USER_ERRORS as error:
+        return parser.report(error)
+    except DivergenceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    print(f"saved {result.output_dir}/model.keras after {result.seconds:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
