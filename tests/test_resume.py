@@ -161,17 +161,27 @@ def test_fit_under_a_strategy_opens_no_extra_iterator_on_the_data(tiny_config):
     from simsiam_keras.train.distribute import make_strategy
     from simsiam_keras.train.pretrain import build_compiled_model
 
-    class NoIterating:
-        def __iter__(self):
-            raise AssertionError("the model drew a sample batch from the training data")
+    passes = []  # one entry per iterator opened on the data
 
-    model = build_compiled_model(tiny_config, make_strategy("mirrored"), 4)
-    model._maybe_symbolic_build(iterator=NoIterating())
+    def views():
+        passes.append(len(passes))
+        rng = np.random.default_rng(0)
+        while True:
+            yield tuple(rng.random((16, 16, 16, 3), dtype=np.float32) * 255 for _ in range(2))
+
+    strategy = make_strategy("mirrored")
+    spec = tf.TensorSpec((16, 16, 16, 3), tf.float32)
+    data = strategy.distribute_datasets_from_function(
+        lambda context: tf.data.Dataset.from_generator(views, output_signature=(spec, spec)))
+    model = build_compiled_model(tiny_config, strategy, 2)
+    model.fit(data, epochs=1, steps_per_epoch=2, verbose=0)
+    assert model.optimizer.iterations.numpy() == 2
+    assert passes == [0], f"fit opened {len(passes)} iterators on the training data"
 
 
 def test_a_resumed_stream_of_files_reads_at_most_one_pass_to_get_back_in_place():
     from simsiam_keras.data import pipeline
-    from simsiam_keras.data.sources import EncodedImages
+    from simsiam_keras.data.images import EncodedImages
 
     class CountedReads(EncodedImages):
         def __init__(self, encoded):
