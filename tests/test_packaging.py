@@ -1,6 +1,7 @@
 """The package as a user installs it: the wheel alone, in a fresh virtual environment."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,12 @@ def run(*args, **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_the_wheel_alone_installs_every_dependency_module_and_command(tmp_path):
-    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", str(ROOT),
+    # Built from a copy: setuptools writes build/ and *.egg-info/ next to the sources.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "simsiam_keras", source / "simsiam_keras", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", str(source),
         "--wheel-dir", str(tmp_path / "dist"))
     (wheel,) = (tmp_path / "dist").glob("simsiam_keras-*.whl")
     venv = tmp_path / "venv"
