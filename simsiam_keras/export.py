@@ -389,11 +389,13 @@ def export_backbone(
     run_dir: str | Path | None = None,
     formats: str | Sequence[str] = FORMATS,
     overwrite: bool = False,
+    source: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Exports a backbone as a feature extractor: `images` (float32 [0, 255] NHWC) -> `features`.
 
     `config` (the run's SimSiamConfig or config.json) fills the training fields of
-    metadata.json. A mixed-precision backbone is exported from a float32 copy.
+    metadata.json, `source` (where converted weights came from) its `source` field. A
+    mixed-precision backbone is exported from a float32 copy.
     """
     check_target(output_dir, overwrite)
     model = float32_copy(backbone)
@@ -406,6 +408,7 @@ def export_backbone(
         "source_dtype_policy": backbone.dtype_policy.name,
         "training": training_info(config),
         "run_dir": _run_dir(config, run_dir),
+        **({"source": dict(source)} if source else {}),
     }
     return _export(
         model, lambda images: {OUTPUT_NAME: model(images, training=False)}, output_dir, metadata, formats, overwrite

@@ -132,9 +132,6 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("_codecs", "encode"): _encode,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
-    # Protocol 2 names builtins by their Python 2 module.
-    ("__builtin__", "set"): set,
-    ("__builtin__", "frozenset"): frozenset,
 }
 
 
@@ -145,6 +142,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._load_storage = load_storage
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol 2 names builtins by their Python 2 module.
+        module = "builtins" if module == "__builtin__" else module
         found = ALLOWED_GLOBALS.get((module, name))
         if found is None:
             raise UnsafeCheckpointError(
