@@ -7,6 +7,7 @@ the projector and the predictor; weights written back must be torch's, bit for b
 """
 
 import collections
+import importlib.util
 import json
 import pickle
 import sys
@@ -29,8 +30,9 @@ from simsiam_keras.load import load_backbone, load_keras_file  # noqa: E402
 from simsiam_keras.model import SimSiam  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import convert as convert_script  # noqa: E402
+_spec = importlib.util.spec_from_file_location("script_convert", ROOT / "scripts" / "convert.py")
+convert_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(convert_script)
 
 CIFAR = dict(depth=18, width=8, stem_kernel=3)
 TOLERANCE = 1e-4
@@ -147,6 +149,9 @@ def test_linear_eval_checkpoint_becomes_a_classifier(tmp_path, capsys):
         logits, features = backbone(inputs).numpy(), backbone.features(inputs).numpy()
     assert tr.relative_error(logits, classifier(pixels, training=False)) <= TOLERANCE
     assert tr.relative_error(features, load_backbone(tmp_path / "lincls" / "classifier.keras")(pixels)) <= TOLERANCE
+    converted = load_torch_model(_save(tr.mmpretrain_linear_eval(backbone), tmp_path / "mmpretrain_linear.pth"))
+    assert converted.is_classifier and converted.info["layout"] == "mmpretrain"
+    assert tr.relative_error(logits, converted.model(pixels, training=False)) <= TOLERANCE
 
 
 # -- a run directory, and the way back ------------------------------------------------------
@@ -208,7 +213,7 @@ def test_torchvision_state_dict_round_trip_is_bit_identical(tmp_path):
         assert written[key].numpy().tobytes() == value.tobytes(), key
 
 
-@pytest.mark.parametrize("name,size,depth", [("resnet18_cifar", 32, 18), ("resnet50", 224, 50)])
+@pytest.mark.parametrize("name,size,depth", [("resnet18_cifar", 32, 18), ("resnet50", 64, 50)])
 def test_keras_backbone_loads_into_torchvision(tmp_path, name, size, depth):
     """Keras -> .pth -> torchvision's ResNet with load_state_dict(strict=False): only fc.* missing, same features."""
     backbone = build_backbone(name, size, width=8)
@@ -232,7 +237,8 @@ def test_keras_backbone_loads_into_torchvision(tmp_path, name, size, depth):
 def test_backbone_only_writes_a_checked_export(tmp_path, capsys):
     model = simsiam(dict(CIFAR, stem_padding=2), seed=7)
     source = _save(tr.solo_learn(model), tmp_path / "simsiam-cifar10.ckpt")
-    code, out, err = run_cli(capsys, "--from-torch", source, "--output", tmp_path / "export", "--backbone-only")
+    code, out, err = run_cli(capsys, "--from-torch", source, "--output", tmp_path / "export", "--backbone-only",
+                             "--formats", "onnx")
     assert code == 0, err
     assert "parity onnx" in out
     metadata = json.loads((tmp_path / "export" / export_lib.METADATA).read_text())

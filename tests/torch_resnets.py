@@ -198,6 +198,14 @@ def solo_learn(model: AuthorsSimSiam, num_classes: int = 10, backbone_prefix: st
             "lr_schedulers": [{"base_lrs": [0.5], "last_epoch": 97000, "warmup_epochs": 10}]}
 
 
+def mmpretrain_linear_eval(backbone: ResNet) -> dict:
+    """mmpretrain's linear-eval ImageClassifier: backbone.* and LinearClsHead's head.fc."""
+    state = collections.OrderedDict(
+        (f"head.{k}" if k.startswith("fc.") else f"backbone.{k}", v) for k, v in backbone.state_dict().items()
+    )
+    return {"meta": {"epoch": 90}, "state_dict": state}
+
+
 def linear_eval(backbone: ResNet) -> dict:
     """main_lincls.py's checkpoint: the DDP ResNet with its trained fc, best_acc1 a tensor."""
     state = collections.OrderedDict(("module." + k, v) for k, v in backbone.state_dict().items())

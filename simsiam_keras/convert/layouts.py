@@ -9,6 +9,7 @@ Canonical names are the Keras layer names of our heads plus PyTorch's parameter 
 | facebookresearch (`main_simsiam.py`) | `module.encoder.*` | `module.encoder.fc.{0,1,3,4,6,7}` | `module.predictor.{0,1,3}` |
 | facebookresearch linear eval (`main_lincls.py`), torchvision | `module.*` / `*` | - | - (`fc` is a linear classifier) |
 | mmpretrain / mmselfsup | `backbone.*` | `neck.fc{0,1,2}`, `neck.bn{0,1,2}` | `head.predictor.fc{0,1}`, `.bn0` |
+| mmpretrain linear eval | `backbone.*` | - | - (`head.fc` is a linear classifier) |
 | solo-learn (Lightning `.ckpt`) | `backbone.*` (older: `encoder.*`) | `projector.{0,1,3,4,6,7}` | `predictor.{0,1,3}` |
 
 `module.` (DistributedDataParallel) is stripped when every key has it: the authors' single-GPU
@@ -106,6 +107,8 @@ LAYOUTS = {
         Rule("backbone.", "backbone", _torchvision),
         Rule("neck.", "projector", _numbered, _from_numbered),
         Rule("head.predictor.", "predictor", _numbered, _from_numbered),
+        # LinearClsHead of mmpretrain's linear-eval ImageClassifier.
+        Rule("head.fc.", "classifier", lambda rest: f"head.{rest}", lambda name: name[len("head."):]),
     )),
     "solo-learn": Layout("solo-learn", (
         Rule("backbone.", "backbone", _torchvision),
