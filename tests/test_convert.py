@@ -149,6 +149,11 @@ def test_linear_eval_checkpoint_becomes_a_classifier(tmp_path, capsys):
         logits, features = backbone(inputs).numpy(), backbone.features(inputs).numpy()
     assert tr.relative_error(logits, classifier(pixels, training=False)) <= TOLERANCE
     assert tr.relative_error(features, load_backbone(tmp_path / "lincls" / "classifier.keras")(pixels)) <= TOLERANCE
+    # The backbone goes back to torchvision's layout from the classifier too, BN counters included.
+    to_torch(tmp_path / "lincls" / "classifier.keras", tmp_path / "back.pth")
+    written, expected = torch.load(tmp_path / "back.pth", weights_only=True), backbone.state_dict()
+    assert list(written) == [k for k in expected if not k.startswith("fc.")]
+    assert all(torch.equal(written[k], expected[k]) for k in written)
     converted = load_torch_model(_save(tr.mmpretrain_linear_eval(backbone), tmp_path / "mmpretrain_linear.pth"))
     assert converted.is_classifier and converted.info["layout"] == "mmpretrain"
     assert tr.relative_error(logits, converted.model(pixels, training=False)) <= TOLERANCE

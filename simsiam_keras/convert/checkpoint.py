@@ -27,9 +27,15 @@ from typing import Any, Mapping, Sequence
 import keras
 import numpy as np
 
-from simsiam_keras.config import SimSiamConfig, make_config
+from simsiam_keras import export as export_lib
+from simsiam_keras.backbone import build_backbone
+from simsiam_keras.config import SimSiamConfig, check_config, make_config
 from simsiam_keras.convert.layouts import NORMALIZATIONS, SourceWeights, find_state_dict, parse_normalization, parse_state_dict
 from simsiam_keras.convert.torch_format import read_torch_file, write_numpy_pickle, write_torch_file
+from simsiam_keras.linear_probe import build_classifier, save_classifier
+from simsiam_keras.load import load_keras_file
+from simsiam_keras.model import build_simsiam
+from simsiam_keras.optimizers import make_optimizers
 
 TORCH_FORMATS = ("torchvision", "detectron2")
 # BN statistics PyTorch counts and Keras does not keep.
@@ -289,20 +295,14 @@ def load_torch_model(
     if source.groups["projector"] and not source.groups["predictor"]:
         heads = "projector converted, predictor random: the checkpoint has none"
         arch["pred_hidden_dim"] = max(1, arch["proj_dim"] // 4)
+    # Which data the weights saw is not in the file: the run's dataset is "unknown".
     config = make_config(
-        "cifar" if cifar else "imagenet", image_size=image_size or (32 if cifar else 224), stem_padding=stem_padding,
-        input_mean=tuple(mean), input_std=tuple(std), **arch,
+        "cifar" if cifar else "imagenet", dataset="unknown", image_size=image_size or (32 if cifar else 224),
+        stem_padding=stem_padding, input_mean=tuple(mean), input_std=tuple(std), **arch,
     )
-    from simsiam_keras.config import check_config
-
     check_config(config)
-    from simsiam_keras.model import build_simsiam
-
     classifier = source.groups["classifier"]
     if classifier:
-        from simsiam_keras.backbone import build_backbone
-        from simsiam_keras.linear_probe import build_classifier
-
         if "head.weight" not in classifier or classifier["head.weight"].ndim != 2:
             raise ValueError(f"{path}: the linear classifier needs {source.source_key('classifier', 'head.weight')!r} "
                              "(classes x features)")
@@ -349,7 +349,7 @@ class Conversion:
     kind: str  # "run", "classifier" or "export"
     info: dict[str, Any]
     seconds: float
-    export: Any = None  # the ExportResult of an export
+    export: export_lib.ExportResult | None = None
 
 
 def _check_output(output: Path, overwrite: bool, folder: bool) -> None:
@@ -379,8 +379,6 @@ def from_torch(
     an export folder exactly as `export.export_backbone` writes it (SavedModel, ONNX,
     metadata.json; parity checked).
     """
-    from simsiam_keras import export as export_lib
-
     start = time.time()
     output = Path(output)
     _check_output(output, overwrite, folder=True)
@@ -402,8 +400,6 @@ def from_torch(
     staging.chmod(0o777 & ~umask)
     try:
         if converted.is_classifier:
-            from simsiam_keras.linear_probe import save_classifier
-
             classes = int(converted.model.output_shape[-1])
             save_classifier(converted.model, str(staging), [str(i) for i in range(classes)], str(checkpoint),
                             converted.config.backbone, {"name": "converted from PyTorch"})
@@ -411,8 +407,6 @@ def from_torch(
             sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), CONVERTED: converted.info}, indent=2))
             kind = "classifier"
         else:
-            from simsiam_keras.optimizers import make_optimizers
-
             # The checkpoint's optimizer state is not converted: both optimizers start afresh.
             converted.model.compile(*make_optimizers(converted.config, converted.config.steps_per_epoch or 1))
             converted.model.save(staging / "model.keras")
@@ -435,36 +429,33 @@ class TorchExport:
     seconds: float
 
 
-def _keras_backbone(model: keras.Model | TorchModel | str | Path) -> tuple[keras.Model, Mapping[str, int] | int, Path | None]:
+def _keras_backbone(model: keras.Model | TorchModel | str | Path) -> tuple[keras.Model, Mapping[str, int] | int]:
     """The backbone inside a run, `.keras` file or model, and its BN counters."""
-    from simsiam_keras.load import load_keras_file
-
     if isinstance(model, TorchModel):
-        return model.backbone, model.info[COUNTER], None
-    folder = None
+        return model.backbone, model.info[COUNTER]
+    sidecars: list[Path] = []
     if not isinstance(model, keras.Model):
         path = Path(model)
         if path.is_dir():
             path = path / "model.keras"
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {model}: no model.keras there and not a .keras file")
-        folder = path.parent
-        model = load_keras_file(path)
+        sidecars = [path.parent / "config.json", path.parent / "classifier.json"]
+        model = load_keras_file(path, compile=True)
     counters: Mapping[str, int] | int = 0
+    optimizer = getattr(model, "optimizer", None)
     if hasattr(model, "backbone"):
-        optimizer = getattr(model, "optimizer", None)
         # Our train step runs the encoder on both views: BN statistics move twice per step.
         counters = 2 * int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else 0
         backbone = model.backbone
     else:
         nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
         backbone = nested[0] if len(nested) == 1 else model
-    config = folder / "config.json" if folder else None
-    if config is not None and config.is_file():
-        recorded = json.loads(config.read_text()).get(CONVERTED, {}).get(COUNTER)
+    for sidecar in sidecars:
+        recorded = json.loads(sidecar.read_text()).get(CONVERTED, {}).get(COUNTER) if sidecar.is_file() else None
         if recorded and not counters:
             counters = recorded
-    return backbone, counters, folder
+    return backbone, counters
 
 
 def to_torch(
@@ -473,20 +464,18 @@ def to_torch(
     """Writes a backbone as torchvision's ResNet `state_dict` (`.pth`, no `fc`) or detectron2's `.pkl`; no torch needed.
 
     `model` is a run directory, a `.keras` file (SimSiam, backbone, or linear classifier), a
-    Keras model or what `load_torch_model` returned. `num_batches_tracked` is twice the encoder optimizer's step count (two views per
-    step), or the converted checkpoint's own counters.
+    Keras model or what `load_torch_model` returned. Each BN's `num_batches_tracked` is twice the
+    encoder optimizer's step count (two views per step), or the converted checkpoint's own.
     """
     start = time.time()
     if format not in TORCH_FORMATS:
         raise ValueError(f"format must be one of {', '.join(TORCH_FORMATS)}, got {format!r}")
     output = Path(output)
     _check_output(output, overwrite, folder=False)
-    backbone, counters, _ = _keras_backbone(model)
+    backbone, counters = _keras_backbone(model)
     state = torchvision_state_dict(backbone, counters)
     if format == "detectron2":
         write_numpy_pickle(detectron2_checkpoint(state), output)
     else:
         write_torch_file(state, output)
-    from simsiam_keras.export import _normalisation
-
-    return TorchExport(output, format, len(state), _normalisation(backbone), time.time() - start)
+    return TorchExport(output, format, len(state), export_lib._normalisation(backbone), time.time() - start)

@@ -68,6 +68,15 @@ def _same(rest: str) -> str | None:
     return rest
 
 
+def _head(rest: str) -> str | None:
+    """A linear classifier's weight/bias -> our linear probe's `head` layer."""
+    return f"head.{rest}"
+
+
+def _from_head(name: str) -> str:
+    return name[len("head."):]
+
+
 def _torchvision(rest: str) -> str | None:
     """A torchvision ResNet's own names (its `fc` aside)."""
     return rest if rest.split(".")[0] in _BACKBONE_TOP else None
@@ -100,7 +109,7 @@ LAYOUTS = {
         Rule("predictor.", "predictor", _sequential, _from_sequential),
     )),
     "torchvision": Layout("torchvision", (
-        Rule("fc.", "classifier", lambda rest: f"head.{rest}", lambda name: name[len("head."):]),
+        Rule("fc.", "classifier", _head, _from_head),
         Rule("", "backbone", _torchvision),
     )),
     "mmpretrain": Layout("mmpretrain", (
@@ -108,7 +117,7 @@ LAYOUTS = {
         Rule("neck.", "projector", _numbered, _from_numbered),
         Rule("head.predictor.", "predictor", _numbered, _from_numbered),
         # LinearClsHead of mmpretrain's linear-eval ImageClassifier.
-        Rule("head.fc.", "classifier", lambda rest: f"head.{rest}", lambda name: name[len("head."):]),
+        Rule("head.fc.", "classifier", _head, _from_head),
     )),
     "solo-learn": Layout("solo-learn", (
         Rule("backbone.", "backbone", _torchvision),
