@@ -58,10 +58,18 @@ class SimSiamConfig:
     # Model (Sec. 3, Appendix B)
     backbone: str = "resnet50"
     backbone_width: int = 64
+    # Padding of the ResNet's first conv; None is torchvision's kernel // 2 (solo-learn's CIFAR stem pads 2).
+    stem_padding: int | None = None
+    # The input normalisation inside the backbone, per RGB channel on the [0, 1] scale (torchvision's Normalize).
+    input_mean: tuple[float, float, float] = IMAGENET_MEAN
+    input_std: tuple[float, float, float] = IMAGENET_STD
     proj_layers: int = 3
     proj_hidden_dim: int = 2048
     proj_dim: int = 2048
     pred_hidden_dim: int = 512
+    # Learnable scale and offset in the projector's output BN. The authors' code has
+    # BatchNorm1d(affine=False) there; Sec. 4.4 (Table 3c): 68.1 with them, 68.2 without.
+    proj_output_affine: bool = False
     # Ablations (Sec. 4)
     stop_gradient: bool = True
     use_predictor: bool = True
@@ -125,6 +133,9 @@ class SimSiamConfig:
         if unknown:
             raise ValueError(f"unknown config fields {sorted(unknown)}")
         augment = values.pop("augment", {})
+        for key in ("input_mean", "input_std"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
         if isinstance(augment, Mapping):
             augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()})
         return cls(augment=augment, **values)
@@ -296,6 +307,12 @@ def check_config(config: SimSiamConfig) -> SimSiamConfig:
             raise ValueError(f"{name} must be a positive number, got {getattr(config, name)}")
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
         raise ValueError(f"weight_decay must be a number >= 0, got {config.weight_decay}")
+    if config.stem_padding is not None and config.stem_padding < 0:
+        raise ValueError(f"stem_padding must be at least 0, got {config.stem_padding}")
+    if len(config.input_mean) != 3 or len(config.input_std) != 3 or min(config.input_std) <= 0:
+        raise ValueError(
+            f"input_mean and input_std need 3 values each, std positive; got {config.input_mean}, {config.input_std}"
+        )
     if not 0 <= config.momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {config.momentum}")
     check_eval_resize_ratio(config.eval_resize_ratio)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("simsiam-pretrain", "simsiam-knn-eval", "simsiam-linear-eval", "simsiam-export", "simsiam-benchmark",
-            "simsiam-plot")
+            "simsiam-plot", "simsiam-convert")
 IMPORT_EVERY_MODULE = """
 import importlib, pkgutil, simsiam_keras
 names = [m.name for m in pkgutil.walk_packages(simsiam_keras.__path__, "simsiam_keras.")]

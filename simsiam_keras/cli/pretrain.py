@@ -61,6 +61,8 @@ def build_parser() -> ArgumentParser:
     ablations.add_argument("--proj-dim", type=int, help="output dimension d of the projector (App. B)")
     ablations.add_argument("--proj-hidden-dim", type=int)
     ablations.add_argument("--pred-hidden-dim", type=int, help="predictor bottleneck, d/4 in the paper")
+    ablations.add_argument("--proj-output-affine", action="store_true", default=None,
+                           help="learnable scale and offset in the projector's output BN (Table 3c; off in the authors' code)")
     return p
 
 

@@ -111,7 +111,7 @@ def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
             yield from _all_layers(layer)
 
 
-def _normalisation(model: keras.Model) -> dict[str, Any] | None:
+def input_normalisation(model: keras.Model) -> dict[str, Any] | None:
     """The input normalisation baked into the graph, read from the model's Normalization layer."""
     for layer in _all_layers(model):
         if isinstance(layer, keras.layers.Normalization):
@@ -315,7 +315,7 @@ def check_target(output_dir: str | Path, overwrite: bool = False) -> Path:
     return target
 
 
-def _replace(staging: Path, target: Path) -> None:
+def replace_with(staging: Path, target: Path) -> None:
     """Moves the finished export into place; an old export is removed only once the new one is there."""
     if not target.exists():
         os.rename(staging, target)
@@ -377,7 +377,7 @@ def _export(
         (staging / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
         sizes = {name: _disk_size(staging / name) for name in (SAVED_MODEL_DIR, ONNX_FILE, METADATA)
                  if (staging / name).exists()}
-        _replace(staging, target)
+        replace_with(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -392,11 +392,13 @@ def export_backbone(
     run_dir: str | Path | None = None,
     formats: str | Sequence[str] = FORMATS,
     overwrite: bool = False,
+    source: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Exports a backbone as a feature extractor: `images` (float32 [0, 255] NHWC) -> `features`.
 
     `config` (the run's SimSiamConfig or config.json) fills the training fields of
-    metadata.json. A mixed-precision backbone is exported from a float32 copy.
+    metadata.json, `source` (where converted weights came from) its `source` field. A
+    mixed-precision backbone is exported from a float32 copy.
     """
     check_target(output_dir, overwrite)
     model = float32_copy(backbone)
@@ -405,10 +407,11 @@ def export_backbone(
         "backbone": backbone.name,
         "image_size": _image_size(model),
         "feature_dim": int(model.output_shape[-1]),
-        "normalisation": _normalisation(model),
+        "normalisation": input_normalisation(model),
         "source_dtype_policy": backbone.dtype_policy.name,
         "training": training_info(config),
         "run_dir": _run_dir(config, run_dir),
+        **({"source": dict(source)} if source else {}),
     }
     return _export(
         model, lambda images: {OUTPUT_NAME: model(images, training=False)}, output_dir, metadata, formats, overwrite
@@ -443,7 +446,7 @@ def export_classifier(
         "image_size": _image_size(model),
         "num_classes": num_classes,
         "class_names": list(class_names),
-        "normalisation": _normalisation(model),
+        "normalisation": input_normalisation(model),
         "source_dtype_policy": classifier.dtype_policy.name,
         "classifier": details,
         "training": training_info(config),

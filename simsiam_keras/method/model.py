@@ -219,9 +219,13 @@ class SimSiam(keras.Model):
 
 def build_simsiam(config: SimSiamConfig, sync_bn: bool = False) -> SimSiam:
     """The model a config describes; call inside the strategy's scope."""
-    trunk = backbone_lib.build_backbone(config.backbone, config.image_size, config.backbone_width, sync_bn)
+    trunk = backbone_lib.build_backbone(
+        config.backbone, config.image_size, config.backbone_width, sync_bn, config.stem_padding,
+        config.input_mean, config.input_std,
+    )
     feature_dim = trunk.output_shape[-1]
-    proj = heads.projector(feature_dim, config.proj_hidden_dim, config.proj_dim, config.proj_layers, sync_bn)
+    proj = heads.projector(feature_dim, config.proj_hidden_dim, config.proj_dim, config.proj_layers, sync_bn,
+                           config.proj_output_affine)
     pred = heads.predictor(config.proj_dim, config.pred_hidden_dim, sync_bn) if config.use_predictor else None
     return SimSiam(
         trunk, proj, pred,

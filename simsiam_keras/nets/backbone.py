@@ -1,12 +1,14 @@
 """Backbones: the encoder's trunk, from RGB pixels in [0, 255] to pooled features.
 
 `resnet50` follows torchvision's layout (bottleneck blocks, stride on the 3x3 conv,
-symmetric padding); `resnet18_cifar` is the CIFAR variant used in Appendix D (3x3 stride-1
+symmetric padding), as does `resnet18`; `resnet18_cifar` is the CIFAR variant used in Appendix D (3x3 stride-1
 stem, no max-pool). The ImageNet mean/std normalisation is the backbone's first layer, so
 everything downstream (kNN, export) feeds raw pixels.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import keras
 
@@ -14,14 +16,14 @@ from simsiam_keras.config import IMAGENET_MEAN, IMAGENET_STD
 from simsiam_keras.nets.layers import batch_norm, conv_initializer
 
 # Total downsampling of each backbone: the smallest image it can take.
-MIN_IMAGE_SIZE = {"resnet50": 32, "resnet18_cifar": 8}
+MIN_IMAGE_SIZE = {"resnet50": 32, "resnet18": 32, "resnet18_cifar": 8}
 
 
-def _conv(filters: int, kernel: int, stride: int, name: str):
+def _conv(filters: int, kernel: int, stride: int, name: str, pad: int | None = None):
     def apply(x):
-        if stride > 1 and kernel > 1:
+        if (stride > 1 and kernel > 1) or (pad is not None and pad != kernel // 2):
             # torchvision pads symmetrically; Keras' "same" pads bottom/right only at stride 2.
-            x = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
+            x = keras.layers.ZeroPadding2D(kernel // 2 if pad is None else pad, name=f"{name}_pad")(x)
             padding = "valid"
         else:
             padding = "same"
@@ -60,11 +62,11 @@ def _bottleneck_block(x, filters: int, stride: int, sync_bn: bool, name: str):
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
-def _normalized_input(image_size: int):
+def _normalized_input(image_size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
     inputs = keras.Input((image_size, image_size, 3), name="images")
     x = keras.layers.Normalization(
-        mean=[255.0 * m for m in IMAGENET_MEAN],
-        variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
+        mean=[255.0 * m for m in mean],
+        variance=[(255.0 * s) ** 2 for s in std],
         name="normalize",
     )(inputs)
     return inputs, x
@@ -72,16 +74,21 @@ def _normalized_input(image_size: int):
 
 def resnet(
     depth: int, image_size: int, width: int = 64, cifar_stem: bool = False, sync_bn: bool = False,
-    name: str | None = None,
+    name: str | None = None, stem_padding: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
 ) -> keras.Model:
-    """torchvision-style ResNet-18/50 trunk with global average pooling; `width` scales every stage."""
+    """torchvision-style ResNet-18/50 trunk with global average pooling; `width` scales every stage.
+
+    `stem_padding` overrides the first conv's kernel // 2; `mean`/`std` (per channel, [0, 1] scale)
+    are the input normalisation.
+    """
     blocks, block_fn = {18: ([2, 2, 2, 2], _basic_block), 50: ([3, 4, 6, 3], _bottleneck_block)}[depth]
-    inputs, x = _normalized_input(image_size)
+    inputs, x = _normalized_input(image_size, mean, std)
     if cifar_stem:
-        x = _conv(width, 3, 1, "stem_conv")(x)
+        x = _conv(width, 3, 1, "stem_conv", stem_padding)(x)
         x = keras.layers.ReLU(name="stem_relu")(batch_norm(sync_bn, name="stem_bn")(x))
     else:
-        x = _conv(width, 7, 2, "stem_conv")(x)
+        x = _conv(width, 7, 2, "stem_conv", stem_padding)(x)
         x = keras.layers.ReLU(name="stem_relu")(batch_norm(sync_bn, name="stem_bn")(x))
         # Zero padding equals PyTorch's -inf padding here: the input is post-ReLU.
         x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
@@ -103,7 +110,7 @@ def check_backbone(name: str, image_size: int, width: int = 64) -> None:
         application = getattr(keras.applications, name, None)
         if application is None or not callable(application) or name.startswith("_"):
             raise ValueError(
-                f"unknown backbone {name!r}: use resnet50, resnet18_cifar or a keras.applications name such as ResNet50V2"
+                f"unknown backbone {name!r}: use resnet50, resnet18, resnet18_cifar or a keras.applications name such as ResNet50V2"
             )
     if image_size < MIN_IMAGE_SIZE.get(name, 1):
         raise ValueError(
@@ -113,14 +120,24 @@ def check_backbone(name: str, image_size: int, width: int = 64) -> None:
         raise ValueError(f"backbone_width must be positive, got {width}")
 
 
-def build_backbone(name: str, image_size: int, width: int = 64, sync_bn: bool = False) -> keras.Model:
-    """A backbone by name: `resnet50`, `resnet18_cifar`, or any `keras.applications` model (random init)."""
+def build_backbone(
+    name: str, image_size: int, width: int = 64, sync_bn: bool = False, stem_padding: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+) -> keras.Model:
+    """A backbone by name: `resnet50`, `resnet18`, `resnet18_cifar`, or any `keras.applications` model (random init).
+
+    `mean`/`std` are the input normalisation (per channel, [0, 1] scale); `stem_padding` (ResNets
+    only) overrides the first conv's padding.
+    """
     check_backbone(name, image_size, width)
+    options = dict(sync_bn=sync_bn, name=name, stem_padding=stem_padding, mean=mean, std=std)
     if name == "resnet50":
-        return resnet(50, image_size, width, sync_bn=sync_bn, name="resnet50")
+        return resnet(50, image_size, width, **options)
+    if name == "resnet18":
+        return resnet(18, image_size, width, **options)
     if name == "resnet18_cifar":
-        return resnet(18, image_size, width, cifar_stem=True, sync_bn=sync_bn, name="resnet18_cifar")
+        return resnet(18, image_size, width, cifar_stem=True, **options)
     application = getattr(keras.applications, name)
-    inputs, x = _normalized_input(image_size)
+    inputs, x = _normalized_input(image_size, mean, std)
     trunk = application(include_top=False, weights=None, input_shape=(image_size, image_size, 3), pooling="avg")
     return keras.Model(inputs, trunk(x), name=name)

@@ -8,11 +8,13 @@ from simsiam_keras.nets.layers import batch_norm, dense
 
 
 def projector(
-    input_dim: int, hidden_dim: int = 2048, output_dim: int = 2048, num_layers: int = 3, sync_bn: bool = False
+    input_dim: int, hidden_dim: int = 2048, output_dim: int = 2048, num_layers: int = 3, sync_bn: bool = False,
+    output_affine: bool = False,
 ) -> keras.Sequential:
     """fc-BN-ReLU x (num_layers-1), then fc-BN: BN after every fc including the output (Table 3c).
 
     fcs followed by BN have no bias; there is no ReLU at the output. 3 layers for ImageNet, 2 for CIFAR.
+    The output BN has no scale and offset unless `output_affine`, as in the authors' code.
     """
     if num_layers < 1:
         raise ValueError(f"the projector needs at least one layer, got {num_layers}")
@@ -27,7 +29,7 @@ def projector(
         fan_in = hidden_dim
     layers += [
         dense(output_dim, fan_in, use_bias=False, name=f"fc{num_layers}"),
-        batch_norm(sync_bn, name=f"bn{num_layers}"),
+        batch_norm(sync_bn, affine=output_affine, name=f"bn{num_layers}"),
     ]
     return keras.Sequential(layers, name="projector")
 

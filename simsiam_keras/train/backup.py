@@ -33,7 +33,7 @@ MAX_TO_KEEP = 2
 # What the saved weights must match: a change here cannot load the backup.
 ARCHITECTURE_FIELDS = (
     "backbone", "backbone_width", "image_size", "proj_layers", "proj_hidden_dim", "proj_dim",
-    "pred_hidden_dim", "use_predictor",
+    "pred_hidden_dim", "use_predictor", "stem_padding", "proj_output_affine",
 )
 # What a resumed run may change: where and how it runs, and what it reports.
 RUNTIME_FIELDS = (
@@ -97,6 +97,8 @@ def check_resumable(config: SimSiamConfig) -> Position | None:
         raise ValueError(f"{config.output_dir} has a backup but no config.json: cannot check it is the same run")
     with open(config_path) as f:
         saved = json.load(f)
+    # Runs from before the option had an affine output BN in the projector.
+    saved.setdefault("proj_output_affine", True)
     wanted = _comparable(config.to_dict())
     differ = [k for k in wanted if k in saved and k not in RUNTIME_FIELDS and saved[k] != wanted[k]]
     if differ:
