@@ -7,6 +7,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import simsiam_keras  # noqa: E402, F401  (first, as in the scripts: it turns on oneDNN before TensorFlow loads)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
