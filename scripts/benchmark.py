@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--strategy", default="auto", choices=STRATEGIES)
     train.add_argument("--cpu-replicas", type=int, default=0)
     train.add_argument("--mixed-precision", default="off", choices=sorted(MIXED_PRECISION))
+    train.add_argument("--steps-per-execution", type=int, default=1, help="must divide --steps and --warmup-steps")
+    train.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
     train.add_argument("--peer", choices=("torch",), help="also time the same step in PyTorch, alternately with ours")
     train.add_argument("--rounds", type=int, help="timed rounds of --steps steps each (default 2 with --peer, else 1)")
     train.add_argument("--threads", type=int, help="intra-op threads for TensorFlow and the peer (default: TensorFlow's)")

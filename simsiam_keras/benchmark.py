@@ -94,6 +94,8 @@ def train_throughput(
     peer: str | None = None,
     rounds: int | None = None,
     threads: int | None = None,
+    steps_per_execution: int = 1,
+    jit_compile: bool = False,
 ) -> dict[str, Any]:
     """SimSiam training images per second (one image = two views) on random in-memory data, and
     the host memory the run took (see HostMemory).
@@ -103,7 +105,8 @@ def train_throughput(
     checked before the model is built. `peer="torch"` times the same step in PyTorch
     (torch_peer.TorchStep) alternately with ours, `rounds` times each (default 2 with a peer,
     else 1), both on `threads` threads (default: TensorFlow's intra-op thread count); the
-    rates are the best round of each, and `ratio` is ours over the peer's.
+    rates are the best round of each, and `ratio` is ours over the peer's. `steps_per_execution`
+    and `jit_compile` are the pretraining run's settings of the same names.
     """
     if steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
@@ -121,8 +124,11 @@ def train_throughput(
     config = check_config(make_config(
         preset, backbone=backbone, backbone_width=backbone_width, image_size=image_size,
         batch_size=batch_size if batch_size is not None else BENCHMARK_BATCH_SIZE[preset],
-        mixed_precision=mixed_precision,
+        mixed_precision=mixed_precision, steps_per_execution=steps_per_execution, jit_compile=jit_compile,
     ))
+    for name, count in (("steps", steps), ("warmup_steps", warmup_steps)):
+        if count % steps_per_execution:
+            raise ValueError(f"--steps-per-execution {steps_per_execution} must divide --{name.replace('_', '-')} {count}")
     if peer:
         torch_peer.check_peer(config)
     threads = set_threads(threads)
