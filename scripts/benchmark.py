@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(one process, {result['threads']} threads each)")
         print(f"  rounds, images/s: ours {rates(result['rounds'])}; torch {rates(result['peer_rounds'])}")
         print(f"  ours/torch: {result['ratio']:.2f}x")
+    if result["load_average"] is not None:
+        print(f"  load average {result['load_average']:.2f} when the run started, on {os.cpu_count()} CPUs "
+              f"(other processes slow both steps, the peer's threads more)")
     peer_memory = ", the torch peer's included" if result["peer"] else ""
     print(f"  {memory_line(result)}{peer_memory}")
     return 0

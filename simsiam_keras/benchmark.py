@@ -132,6 +132,7 @@ def train_throughput(
     if peer:
         torch_peer.check_peer(config)
     threads = set_threads(threads)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     size, batch = config.image_size, config.batch_size
     with measure_host_memory() as memory:
         distribution = make_strategy(strategy, cpu_replicas)
@@ -166,6 +167,7 @@ def train_throughput(
         "seconds_per_step": batch / best,
         "rounds": rates,
         "threads": threads,
+        "load_average": load,
         "replicas": distribution.num_replicas_in_sync,
         "peer": peer,
         "peer_version": peer_step.torch.__version__ if peer_step else None,
