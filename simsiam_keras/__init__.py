@@ -6,20 +6,30 @@ The package reads like the paper's Figure 1: `data` (datasets, the two-view pipe
 linear probe) -> `export` (SavedModel, ONNX). `config` holds the paper's hyper-parameters.
 Importing the package registers its Keras classes, so `keras.models.load_model` can read the
 `.keras` files a run writes.
+
+It also turns on TensorFlow's oneDNN CPU kernels (TF_ENABLE_ONEDNN_OPTS=1) unless the
+environment already says otherwise: TensorFlow enables them by default only on CPUs with
+AVX-512 VNNI/BF16 or AMX, and the train step runs about 1.5x faster with them on AVX2 CPUs.
+The variable is read when TensorFlow is imported, so it takes effect only if this package is
+imported first; `TF_ENABLE_ONEDNN_OPTS=0` keeps TensorFlow's own kernels.
 """
 
-from simsiam_keras.augment.recipe import SimSiamAugment
-from simsiam_keras.config import SimSiamConfig, make_config
-from simsiam_keras.data.eval_splits import eval_data
-from simsiam_keras.data.pipeline import two_view_dataset
-from simsiam_keras.data.sources import load_dataset
-from simsiam_keras.evaluate.knn_eval import knn_eval
-from simsiam_keras.evaluate.linear_probe import linear_eval
-from simsiam_keras.evaluate.monitor import KNNMonitor
-from simsiam_keras.export.export import export_backbone
-from simsiam_keras.export.load import load_backbone
-from simsiam_keras.method.model import SimSiam, build_simsiam
-from simsiam_keras.train.pretrain import pretrain
+import os
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+from simsiam_keras.augment.recipe import SimSiamAugment  # noqa: E402
+from simsiam_keras.config import SimSiamConfig, make_config  # noqa: E402
+from simsiam_keras.data.eval_splits import eval_data  # noqa: E402
+from simsiam_keras.data.pipeline import two_view_dataset  # noqa: E402
+from simsiam_keras.data.sources import load_dataset  # noqa: E402
+from simsiam_keras.evaluate.knn_eval import knn_eval  # noqa: E402
+from simsiam_keras.evaluate.linear_probe import linear_eval  # noqa: E402
+from simsiam_keras.evaluate.monitor import KNNMonitor  # noqa: E402
+from simsiam_keras.export.export import export_backbone  # noqa: E402
+from simsiam_keras.export.load import load_backbone  # noqa: E402
+from simsiam_keras.method.model import SimSiam, build_simsiam  # noqa: E402
+from simsiam_keras.train.pretrain import pretrain  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

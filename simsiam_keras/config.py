@@ -110,8 +110,11 @@ class SimSiamConfig:
     backup_every_steps: int = 500
     # Require a backup to resume from (without it, a run with no backup starts afresh).
     resume: bool = False
-    # XLA-compile the train step (one replica only).
+    # XLA-compile the train step: one replica, or the per-replica step on several GPUs.
     jit_compile: bool = False
+    # Train steps per call of the compiled train function (Keras' steps_per_execution): fewer
+    # round trips to Python; must divide the steps per epoch and backup_every_steps.
+    steps_per_execution: int = 1
     # tf.config.experimental.enable_op_determinism(): bit-identical reruns, slower.
     deterministic: bool = False
 
@@ -296,7 +299,8 @@ def check_config(config: SimSiamConfig) -> SimSiamConfig:
     the backbone, the tf.data service address and the run directory's path.
     """
     at_least = {"batch_size": 1, "proj_layers": 1, "proj_dim": 1, "proj_hidden_dim": 1, "pred_hidden_dim": 1,
-                "epochs": 0, "warmup_epochs": 0, "knn_every": 0, "knn_k": 1, "seed": 0, "cpu_replicas": 0}
+                "epochs": 0, "warmup_epochs": 0, "knn_every": 0, "knn_k": 1, "seed": 0, "cpu_replicas": 0,
+                "steps_per_execution": 1}
     for name, low in at_least.items():
         if getattr(config, name) < low:
             raise ValueError(f"{name} must be at least {low}, got {getattr(config, name)}")

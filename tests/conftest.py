@@ -7,6 +7,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# isort: off
+import simsiam_keras  # noqa: E402, F401  (first, as the commands do: it turns on oneDNN before TensorFlow loads)
+# isort: on
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

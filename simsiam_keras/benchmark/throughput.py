@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from simsiam_keras.augment.crop import random_resized_crop, resize_crop
 from simsiam_keras.augment.recipe import SimSiamAugment
+from simsiam_keras.benchmark import torch_peer
 from simsiam_keras.config import BENCHMARK_BATCH_SIZE, check_config, make_config
 from simsiam_keras.data.pipeline import check_batch_fits, two_view_dataset
 from simsiam_keras.data.synthetic import make_synthetic
@@ -93,26 +94,49 @@ def train_throughput(
     strategy: str = "auto",
     cpu_replicas: int = 0,
     mixed_precision: str = "off",
+    peer: str | None = None,
+    rounds: int | None = None,
+    threads: int | None = None,
+    steps_per_execution: int = 1,
+    jit_compile: bool = False,
 ) -> dict[str, Any]:
     """SimSiam training images per second (one image = two views) on random in-memory data, and
     the host memory the run took (see HostMemory).
 
     Unset model settings come from the preset (cifar: resnet18_cifar at 32 px; imagenet:
     resnet50 at 224 px; width 64) and the batch from BENCHMARK_BATCH_SIZE. Everything is
-    checked before the model is built.
+    checked before the model is built. `peer="torch"` times the same step in PyTorch
+    (torch_peer.TorchStep) alternately with ours, `rounds` times each (default 2 with a peer,
+    else 1), both on `threads` threads (default: TensorFlow's intra-op thread count); the
+    rates are the best round of each, and `ratio` is ours over the peer's. `steps_per_execution`
+    and `jit_compile` are the pretraining run's settings of the same names.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be at least 0, got {warmup_steps}")
+    if peer not in (None, "torch"):
+        raise ValueError(f"peer must be torch, got {peer!r}")
+    rounds = rounds if rounds is not None else (2 if peer else 1)
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    if peer and mixed_precision != "off":
+        raise ValueError("peer torch times float32 steps only: leave mixed_precision off")
     if preset not in BENCHMARK_BATCH_SIZE:
         raise ValueError(f"preset must be one of {', '.join(BENCHMARK_BATCH_SIZE)}, got {preset!r}")
     config = check_config(make_config(
         preset, backbone=backbone, backbone_width=backbone_width, image_size=image_size,
         batch_size=batch_size if batch_size is not None else BENCHMARK_BATCH_SIZE[preset],
-        mixed_precision=mixed_precision,
+        mixed_precision=mixed_precision, steps_per_execution=steps_per_execution, jit_compile=jit_compile,
     ))
     check_backbone(config.backbone, config.image_size, config.backbone_width)
+    for name, count in (("steps", steps), ("warmup_steps", warmup_steps)):
+        if count % steps_per_execution:
+            raise ValueError(f"steps_per_execution {steps_per_execution} must divide {name} {count}")
+    if peer:
+        torch_peer.check_peer(config)
+    threads = set_threads(threads)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     size, batch = config.image_size, config.batch_size
     with measure_host_memory() as memory:
         distribution = make_strategy(strategy, cpu_replicas)
@@ -121,24 +145,65 @@ def train_throughput(
         rng = np.random.default_rng(0)
         views = tuple(rng.random((batch, size, size, 3), dtype=np.float32) * 255 for _ in range(2))
         data = tf.data.Dataset.from_tensors(views).repeat()
+
+        def ours(count: int) -> float:
+            start = time.perf_counter()
+            model.fit(data, epochs=1, steps_per_epoch=count, shuffle=False, verbose=0)
+            return count * batch / (time.perf_counter() - start)
+
+        peer_step = torch_peer.TorchStep(config, threads, total_steps=steps * rounds + warmup_steps) if peer else None
         if warmup_steps:
-            model.fit(data, epochs=1, steps_per_epoch=warmup_steps, shuffle=False, verbose=0)
-        start = time.perf_counter()
-        model.fit(data, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
-        seconds = time.perf_counter() - start
+            ours(warmup_steps)
+            if peer_step:
+                peer_step.rate(warmup_steps)
+        rates, peer_rates = [], []
+        for _ in range(rounds):
+            rates.append(ours(steps))
+            if peer_step:
+                peer_rates.append(peer_step.rate(steps))
+    best = max(rates)
     return {
         "backbone": config.backbone,
         "backbone_width": config.backbone_width,
         "image_size": size,
         "batch_size": batch,
-        "images_per_second": steps * batch / seconds,
-        "seconds_per_step": seconds / steps,
+        "images_per_second": best,
+        "seconds_per_step": batch / best,
+        "rounds": rates,
+        "threads": threads,
+        "load_average": load,
+        "replicas": distribution.num_replicas_in_sync,
+        "peer": peer,
+        "peer_version": peer_step.torch.__version__ if peer_step else None,
+        "peer_rounds": peer_rates,
+        "peer_images_per_second": max(peer_rates) if peer_rates else None,
+        "ratio": best / max(peer_rates) if peer_rates else None,
         "parameters": float(model.backbone.count_params()),
         "peak_rss_mb": memory.peak_mb,
         "rss_before_mb": memory.before_mb,
         "rss_increase_mb": memory.increase_mb,
         "peak_includes_startup": memory.peak_includes_startup,
     }
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Sets TensorFlow's intra-op thread count to `threads` (None: keep it) and returns the count in use.
+
+    TensorFlow's default (0) is one thread per CPU this process may run on.
+    """
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        if tf.config.threading.get_intra_op_parallelism_threads() != threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+            except RuntimeError:
+                raise ValueError("threads must be set before TensorFlow starts: call it in a fresh process") from None
+        return threads
+    configured = tf.config.threading.get_intra_op_parallelism_threads()
+    if configured:
+        return configured
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _pairs_per_second(dataset: tf.data.Dataset, batch_size: int, batches: int, warmup: int) -> float:
@@ -251,7 +316,7 @@ def input_benchmark(
              "jpeg_batch_size": jpeg_batch_size, "train_batch_size": train_batch_size}
     for name, value in sizes.items():
         if value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            raise ValueError(f"{name} must be at least 1, got {value}")
     if os.path.exists(jpeg_dir) and not os.path.isdir(jpeg_dir):
         raise NotADirectoryError(f"jpeg_dir {jpeg_dir} exists and is not a folder")
     files = sorted(os.path.join(jpeg_dir, f) for f in os.listdir(jpeg_dir)) if os.path.isdir(jpeg_dir) else []

@@ -2,10 +2,13 @@
 
     simsiam-benchmark train                      # cifar preset: resnet18_cifar width 64, 32 px, batch 256
     simsiam-benchmark train --preset imagenet    # imagenet preset: resnet50 width 64, 224 px, batch 32
+    simsiam-benchmark train --backbone-width 16 --peer torch   # vs the same step in PyTorch
     simsiam-benchmark input --backbone-width 16
 
 `train` prints images/s and the peak host memory (RSS) of the run; run one preset per command,
-since a process's memory high-water mark is its own.
+since a process's memory high-water mark is its own. `--peer torch` (needs `pip install -e .[torch]`)
+times the same SimSiam step in PyTorch alternately with ours, on the same number of threads, and
+prints both rates and their ratio.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ def build_parser() -> ArgumentParser:
     train.add_argument("--strategy", default="auto", choices=STRATEGIES)
     train.add_argument("--cpu-replicas", type=int, default=0)
     train.add_argument("--mixed-precision", default="off", choices=sorted(MIXED_PRECISION))
+    train.add_argument("--steps-per-execution", type=int, default=1, help="must divide --steps and --warmup-steps")
+    train.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
+    train.add_argument("--peer", choices=("torch",), help="also time the same step in PyTorch, alternately with ours")
+    train.add_argument("--rounds", type=int, help="timed rounds of --steps steps each (default 2 with --peer, else 1)")
+    train.add_argument("--threads", type=int, help="intra-op threads for TensorFlow and the peer (default: TensorFlow's)")
     source = commands.add_parser("input", help="pairs of views/s from the input pipeline, per stage, vs the train step")
     source.add_argument("--batch-size", type=int, default=256)
     source.add_argument("--batches", type=int, default=20)
@@ -62,8 +70,21 @@ def main(argv: list[str] | None = None) -> int:
         f"batch {result['batch_size']}: {result['images_per_second']:.1f} images/s "
         f"({result['seconds_per_step'] * 1000:.0f} ms/step, {result['parameters'] / 1e6:.2f}M backbone parameters)"
     )
-    print(f"  {memory_line(result)}")
+    if result["peer"]:
+        print(f"  torch {result['peer_version']} peer: {result['peer_images_per_second']:.1f} images/s "
+              f"(one process, {result['threads']} threads each)")
+        print(f"  rounds, images/s: ours {rates(result['rounds'])}; torch {rates(result['peer_rounds'])}")
+        print(f"  ours/torch: {result['ratio']:.2f}x")
+    if result["load_average"] is not None:
+        print(f"  load average {result['load_average']:.2f} when the run started, on {os.cpu_count()} CPUs "
+              f"(other processes slow both steps, the peer's threads more)")
+    peer_memory = ", the torch peer's included" if result["peer"] else ""
+    print(f"  {memory_line(result)}{peer_memory}")
     return 0
+
+
+def rates(values: list[float]) -> str:
+    return " ".join(f"{value:.1f}" for value in values)
 
 
 def memory_line(result: dict) -> str:

@@ -46,7 +46,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--cpu-replicas", type=int, help="split the CPU into N logical devices")
     p.add_argument("--tpu", help="TPU name or address for --strategy tpu")
     p.add_argument("--mixed-precision", choices=sorted(MIXED_PRECISION))
-    p.add_argument("--jit-compile", action="store_true", default=None, help="XLA-compile the train step (one replica only)")
+    p.add_argument("--jit-compile", action="store_true", default=None,
+                   help="XLA-compile the train step (one replica, or each replica's step on several GPUs)")
+    p.add_argument("--steps-per-execution", type=int,
+                   help="train steps per call of the compiled function (must divide the epoch and the backup interval)")
     resume = p.add_argument_group("preemption (re-running the same command resumes from OUTPUT_DIR/backup)")
     resume.add_argument("--backup-every-steps", type=int, help="back up every N global steps, and at each epoch end (0: epoch ends only)")
     resume.add_argument("--resume", action="store_true", default=None, help="fail unless there is a backup to resume from")

@@ -39,6 +39,7 @@ class SimSiam(keras.Model):
         self.similarity = similarity
         self.symmetric = symmetric
         self.predictor_optimizer: keras.optimizers.Optimizer | None = None
+        self.per_replica_jit_compile = False
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.z_std_tracker = keras.metrics.Mean(name="z_std")
         self.build(backbone.input_shape)
@@ -81,16 +82,24 @@ class SimSiam(keras.Model):
         self,
         optimizer: keras.optimizers.Optimizer,
         predictor_optimizer: keras.optimizers.Optimizer | None = None,
+        per_replica_jit_compile: bool = False,
         **kwargs,
     ) -> None:
         """Attach the encoder's and the predictor's optimizers and build both in the strategy scope.
 
         keras-team/keras#23085: a second optimizer that creates its variables lazily inside
-        `fit` fails under MirroredStrategy, so both are built here.
+        `fit` fails under MirroredStrategy, so both are built here. `per_replica_jit_compile`
+        compiles the step each replica runs with XLA, inside `strategy.run`, as Keras 2 and the
+        TF Model Garden did: Keras 3 turns XLA off under tf.distribute
+        (`Trainer._resolve_auto_jit_compile`), and its `jit_compile=True` would compile
+        `strategy.run` as a whole.
         """
         if self.predictor is not None and predictor_optimizer is None:
             raise ValueError("SimSiam.compile needs predictor_optimizer (or build the model without a predictor)")
+        if per_replica_jit_compile and kwargs.get("jit_compile") is True:
+            raise ValueError("SimSiam.compile takes jit_compile or per_replica_jit_compile, not both")
         super().compile(optimizer=optimizer, **kwargs)
+        self.per_replica_jit_compile = per_replica_jit_compile
         self.predictor_optimizer = predictor_optimizer
         with self.distribute_strategy.scope():
             self.optimizer.build(self.encoder_variables)
@@ -167,6 +176,11 @@ class SimSiam(keras.Model):
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def train_step(self, data):
+        if self.per_replica_jit_compile:
+            return tf.function(self._train_step, jit_compile=True)(data)
+        return self._train_step(data)
+
+    def _train_step(self, data):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         pairs = [(self.optimizer, self.encoder_variables)]
         if self.predictor_optimizer is not None:

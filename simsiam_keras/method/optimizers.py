@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from simsiam_keras.config import SimSiamConfig
@@ -29,6 +30,14 @@ class TorchSGD(keras.optimizers.SGD):
         gradient = ops.cast(gradient, variable.dtype)
         if self.l2:
             gradient = gradient + ops.cast(self.l2, variable.dtype) * variable
+        if self.momentum and keras.backend.backend() == "tensorflow" and not isinstance(gradient, tf.IndexedSlices):
+            # TF's momentum kernel is torch's update in one op: buf = momentum * buf + g; w -= lr * buf.
+            buf = self.momentums[self._get_variable_index(variable)]
+            tf.raw_ops.ResourceApplyMomentum(
+                var=_handle(variable), accum=_handle(buf), lr=learning_rate, grad=gradient,
+                momentum=tf.cast(self.momentum, variable.dtype), use_locking=False, use_nesterov=False,
+            )
+            return
         if self.momentum == 0:
             self.assign_sub(variable, learning_rate * gradient)
             return
@@ -38,6 +47,11 @@ class TorchSGD(keras.optimizers.SGD):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "l2": self.l2}
+
+
+def _handle(variable) -> tf.Tensor:
+    """The resource handle of a Keras or TF variable (on this device, inside a strategy's update)."""
+    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
 
 
 def encoder_schedule(config: SimSiamConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:

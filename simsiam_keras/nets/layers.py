@@ -11,6 +11,8 @@ import math
 
 import keras
 
+from simsiam_keras.nets.batch_norm import BatchNormalization
+
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
@@ -37,9 +39,9 @@ def batch_norm(
     zero_gamma: bool = False,
     affine: bool = True,
     name: str | None = None,
-) -> keras.layers.BatchNormalization:
+) -> BatchNormalization:
     """BatchNorm with PyTorch's momentum/eps; `synchronized` averages statistics over replicas."""
-    return keras.layers.BatchNormalization(
+    return BatchNormalization(
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
         center=affine,

@@ -39,6 +39,7 @@ ARCHITECTURE_FIELDS = (
 RUNTIME_FIELDS = (
     "data_dir", "strategy", "cpu_replicas", "tpu", "cache_decoded", "data_service", "output_dir",
     "knn_every", "knn_k", "knn_temperature", "backup_every_steps", "jit_compile", "resume", "deterministic",
+    "steps_per_execution",
 )
 _POSITION_KEYS = {"epoch": "epoch", "step": "step", "steps_per_epoch": "steps_per_epoch"}
 

@@ -64,6 +64,15 @@ def make_strategy(name: str = "auto", cpu_replicas: int = 0, tpu: str | None = N
     return tf.distribute.TPUStrategy(resolver)
 
 
+def all_gpus(strategy: tf.distribute.Strategy) -> bool:
+    """Whether every device this process trains on is a GPU."""
+    try:
+        devices = strategy.extended.worker_devices
+    except RuntimeError:  # the default strategy has no device list
+        return False
+    return bool(devices) and all("GPU" in device.upper() for device in devices)
+
+
 def check_batch_size(global_batch: int, replicas: int) -> int:
     """The per-replica batch; a global batch that does not split evenly is an error."""
     if global_batch <= 0 or global_batch % replicas:

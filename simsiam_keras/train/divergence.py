@@ -33,10 +33,12 @@ class DivergenceGuard(keras.callbacks.Callback):
     epoch that this process resumed in the middle (its first `step` steps ran before).
     """
 
-    def __init__(self, steps_per_epoch: int, resumed_at: tuple[int, int] | None = None):
+    def __init__(self, steps_per_epoch: int, resumed_at: tuple[int, int] | None = None, steps_per_execution: int = 1):
         super().__init__()
         self.steps_per_epoch = steps_per_epoch
         self.resumed_at = resumed_at
+        # Keras calls back once per execution of `steps_per_execution` steps, after its last step.
+        self.steps_per_execution = steps_per_execution
         self.epoch = 0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -50,7 +52,10 @@ class DivergenceGuard(keras.callbacks.Callback):
         offset = self.resumed_at[1] if self.resumed_at and self.resumed_at[0] == self.epoch else 0
         step = offset + batch + 1
         global_step = self.epoch * self.steps_per_epoch + step
+        first = step - self.steps_per_execution + 1
+        where = f"step {step}" if first == step else f"one of steps {first}-{step}"
+        global_where = f"global step {global_step}" if first == step else f"global steps {global_step - step + first}-{global_step}"
         raise DivergenceError(
-            f"the loss is {loss} at epoch {self.epoch + 1}, step {step} of {self.steps_per_epoch} "
-            f"(global step {global_step}); training stopped"
+            f"the loss is {loss} at epoch {self.epoch + 1}, {where} of {self.steps_per_epoch} "
+            f"({global_where}); training stopped"
         )

@@ -24,7 +24,7 @@ from simsiam_keras.method.model import SimSiam, build_simsiam
 from simsiam_keras.method.optimizers import make_optimizers
 from simsiam_keras.nets.backbone import check_backbone
 from simsiam_keras.train import backup
-from simsiam_keras.train.distribute import check_batch_size, is_chief, make_strategy, weights_fingerprint
+from simsiam_keras.train.distribute import all_gpus, check_batch_size, is_chief, make_strategy, weights_fingerprint
 from simsiam_keras.train.divergence import DivergenceError, DivergenceGuard
 from simsiam_keras.train.history import HistoryCSV, keep_history
 
@@ -57,18 +57,46 @@ def dtype_policy(mixed_precision: str) -> Iterator[None]:
 def build_compiled_model(
     config: SimSiamConfig, strategy: tf.distribute.Strategy, steps_per_epoch: int
 ) -> SimSiam:
-    """The SimSiam model and both optimizers, created and built in the strategy's scope."""
-    if config.jit_compile and strategy.num_replicas_in_sync > 1:
-        # XLA cannot compile MirroredStrategy's cross-replica optimizer update here ("Trying to
-        # access resource ... located in device CPU:1 from device CPU:0"); TPUs compile anyway.
+    """The SimSiam model and both optimizers, created and built in the strategy's scope.
+
+    jit_compile: on one replica Keras compiles the whole step with XLA; on several GPUs the
+    step of each replica is compiled (SimSiam.compile's per_replica_jit_compile); TPUs compile
+    every step anyway.
+    """
+    replicas = strategy.num_replicas_in_sync
+    per_replica_jit = config.jit_compile and replicas > 1 and not isinstance(strategy, tf.distribute.TPUStrategy)
+    if per_replica_jit and not all_gpus(strategy):
+        # Off GPUs, MirroredStrategy's cross-replica updates go through merge_call, which XLA
+        # cannot compile ("Trying to access resource ... located in device CPU:1 from device CPU:0").
         raise ValueError(
-            f"jit_compile runs on one replica only, this strategy has {strategy.num_replicas_in_sync}"
+            f"jit_compile on several replicas needs GPUs: XLA cannot compile the cross-replica updates "
+            f"of this strategy's {replicas} CPU replicas"
         )
     with strategy.scope(), dtype_policy(config.mixed_precision):
-        model = build_simsiam(config, sync_bn=strategy.num_replicas_in_sync > 1)
+        model = build_simsiam(config, sync_bn=replicas > 1)
         # Without --jit-compile, Keras' "auto": XLA on one GPU, never on CPUs or under tf.distribute.
-        model.compile(*make_optimizers(config, steps_per_epoch), jit_compile=True if config.jit_compile else "auto")
+        model.compile(
+            *make_optimizers(config, steps_per_epoch),
+            jit_compile=True if config.jit_compile and replicas == 1 else "auto",
+            per_replica_jit_compile=per_replica_jit,
+            steps_per_execution=config.steps_per_execution,
+        )
     return model
+
+
+def check_steps_per_execution(config: SimSiamConfig, steps_per_epoch: int, start: backup.Position | None = None) -> None:
+    """Raises ValueError unless steps_per_execution divides the epoch, the backup interval and the
+    resumed position: Keras runs whole executions, so a partial one would train past them."""
+    n = config.steps_per_execution
+    if steps_per_epoch % n:
+        raise ValueError(f"steps_per_execution {n} must divide the {steps_per_epoch} steps per epoch")
+    if config.backup_every_steps % n:
+        raise ValueError(f"steps_per_execution {n} must divide backup_every_steps {config.backup_every_steps}")
+    if start is not None and start.step % n:
+        raise ValueError(
+            f"steps_per_execution {n} cannot resume {config.output_dir} at step {start.step} of its epoch: "
+            f"use a divisor of {start.step}"
+        )
 
 
 class _Segment(NamedTuple):
@@ -145,6 +173,7 @@ def pretrain(config: SimSiamConfig, source: DataSource | None = None, verbose: i
     pipeline.check_batch_fits(len(images), config.batch_size)
     cache_decoded = pipeline.cache_pays(images, config.cache_decoded)
     steps = config.steps_per_epoch or pipeline.steps_per_epoch(len(images), config.batch_size)
+    check_steps_per_execution(config, steps, start_at)
     start = time.time()
     model = build_compiled_model(config, strategy, steps)
     run_backup = backup.RunBackup(model, config.output_dir, strategy, steps)
@@ -170,7 +199,7 @@ def pretrain(config: SimSiamConfig, source: DataSource | None = None, verbose: i
         skipped = pipeline.SkippedFiles() if source.train_stream is not None and not config.data_service else None
         callbacks += [skipped] if skipped else []
         resumed_at = (start_at.epoch, start_at.step) if start_at and start_at.step else None
-        callbacks += [DivergenceGuard(steps, resumed_at)]
+        callbacks += [DivergenceGuard(steps, resumed_at, config.steps_per_execution)]
         callbacks += [HistoryCSV(history_path), keras.callbacks.TensorBoard(os.path.join(config.output_dir, "logs"))] if chief else []
         # Last: an epoch's backup follows its history row, and a diverged step is never backed up.
         callbacks += [backup.BackupCallback(run_backup, config.backup_every_steps, start_at)]

@@ -1,0 +1,95 @@
+"""BatchNorm trained as PyTorch's, on TensorFlow's fused kernel.
+
+Keras 3's BatchNormalization computes the batch moments and then normalises in separate ops
+(keras-team/keras-core#225), keeps the biased batch variance in its moving variance, and in
+synchronised mode all-reduces the sum, the sum of squares and a full-size count separately.
+`BatchNormalization` has the same variables, arguments and config, and in training:
+- one replica (or unsynchronised): TensorFlow's FusedBatchNormV3 kernel, forward and backward;
+- synchronised over several replicas: one all-reduce of the concatenated [sum, sum of squares],
+  the count taken from the static shape;
+- the moving variance follows torch.nn.BatchNorm: it averages the unbiased batch variance,
+  while the batch is normalised with the biased one;
+- statistics in float32 under mixed precision.
+Inference, masks, renorm and other axes use Keras' own computation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="simsiam_keras")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """keras.layers.BatchNormalization with PyTorch's running variance and the fused training kernel.
+
+    The variables (gamma, beta, moving_mean, moving_variance) and the config are Keras', so
+    weights, backups and `.keras` files of either layer load into the other. The class keeps
+    Keras' name because a `.keras` file stores each layer's weights under its class name.
+    """
+
+    def _fusable(self, inputs, mask) -> bool:
+        rank = len(inputs.shape)
+        return (
+            keras.backend.backend() == "tensorflow"
+            and mask is None
+            and not self.renorm
+            and rank in (2, 4)
+            and self.axis in (-1, rank - 1)
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        replica = tf.distribute.get_replica_context()
+        if self.synchronized and replica is not None and replica.num_replicas_in_sync > 1:
+            return self._unfused(inputs, replica)
+        if inputs.dtype == tf.float64:  # the fused kernel takes 16- and 32-bit floats
+            return self._unfused(inputs, None)
+        return self._fused(inputs)
+
+    def _affine(self, channels: int) -> tuple[tf.Tensor, tf.Tensor]:
+        gamma = tf.convert_to_tensor(self.gamma) if self.scale else tf.ones([channels], tf.float32)
+        beta = tf.convert_to_tensor(self.beta) if self.center else tf.zeros([channels], tf.float32)
+        return gamma, beta
+
+    def _fused(self, inputs):
+        x = tf.convert_to_tensor(inputs)
+        channels = x.shape[-1]
+        images = x if len(x.shape) == 4 else tf.reshape(x, [-1, 1, 1, channels])
+        gamma, beta = self._affine(channels)
+        y, moving_mean, moving_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=images, scale=gamma, offset=beta,
+            mean=tf.convert_to_tensor(self.moving_mean), variance=tf.convert_to_tensor(self.moving_variance),
+            epsilon=self.epsilon, exponential_avg_factor=1.0 - self.momentum, data_format="NHWC", is_training=True,
+        )
+        # The kernel's running variance uses the unbiased batch variance, as torch.nn.BatchNorm does.
+        self.moving_mean.assign(moving_mean)
+        self.moving_variance.assign(moving_variance)
+        y = y if len(x.shape) == 4 else tf.reshape(y, tf.shape(x))
+        return tf.cast(y, self.compute_dtype)
+
+    def _unfused(self, inputs, replica: tf.distribute.ReplicaContext | None):
+        """Moments from sums (all-reduced in one op when `replica` is given), then the normalisation."""
+        x = tf.cast(inputs, tf.float64 if inputs.dtype == tf.float64 else tf.float32)
+        channels = x.shape[-1]
+        axes = list(range(len(x.shape) - 1))
+        sums = tf.concat([tf.reduce_sum(x, axes), tf.reduce_sum(tf.square(x), axes)], axis=0)
+        local_count = math.prod(x.shape[:-1]) if None not in x.shape[:-1] else None
+        if local_count is None:
+            sums = tf.concat([sums, tf.cast(tf.size(x) // channels, x.dtype)[None]], axis=0)
+        if replica is not None:
+            sums = replica.all_reduce(tf.distribute.ReduceOp.SUM, sums)
+            local_count = local_count and local_count * replica.num_replicas_in_sync
+        count = sums[2 * channels] if local_count is None else tf.constant(local_count, x.dtype)
+        mean = sums[:channels] / count
+        variance = tf.maximum(sums[channels : 2 * channels] / count - tf.square(mean), 0.0)
+        unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
+        for moving, batch in ((self.moving_mean, mean), (self.moving_variance, unbiased)):
+            batch = tf.cast(tf.stop_gradient(batch), moving.dtype)
+            moving.assign(moving * self.momentum + batch * (1.0 - self.momentum))
+        gamma, beta = (tf.cast(v, x.dtype) for v in self._affine(channels))
+        y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
+        return tf.cast(y, self.compute_dtype)

@@ -1,0 +1,68 @@
+"""`benchmark.py train --peer torch`: a one-line error without torch, and a tiny timed run with it."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simsiam_keras.benchmark.throughput import train_throughput
+from simsiam_keras.config import make_config
+
+SCRIPT = Path(__file__).parent.parent / "scripts" / "benchmark.py"
+TINY = ["train", "--backbone-width", "4", "--image-size", "16", "--batch-size", "8", "--steps", "1", "--warmup-steps", "0"]
+
+
+def benchmark_main():
+    spec = importlib.util.spec_from_file_location("script_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_peer_without_torch_is_a_one_line_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    assert benchmark_main()([*TINY, "--peer", "torch"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --peer torch needs PyTorch"), lines
+    assert "pip install -e .[torch]" in lines[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--peer", "torch", "--rounds", "0"], "--rounds must be at least 1"),
+    (["--peer", "torch", "--threads", "0"], "--threads must be at least 1"),
+    (["--peer", "torch", "--mixed-precision", "bfloat16"], "--peer torch times float32 steps only"),
+])
+def test_peer_mistakes_are_one_line_errors(argv, message, capsys):
+    assert benchmark_main()([*TINY, *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_peer_has_our_parameter_count():
+    torch = pytest.importorskip("torch")
+    from simsiam_keras.benchmark.torch_peer import build_torch_simsiam
+    from simsiam_keras.method.model import build_simsiam
+
+    config = make_config("cifar", image_size=16, backbone_width=4, proj_dim=16, proj_hidden_dim=32, pred_hidden_dim=8)
+    encoder, predictor, _ = build_torch_simsiam(config)
+    ours = build_simsiam(config)
+
+    def count(variables):
+        return sum(int(np.prod(v.shape)) for v in variables)
+
+    assert sum(p.numel() for p in encoder.parameters()) == count(ours.encoder_variables)
+    assert sum(p.numel() for p in predictor.parameters()) == count(ours.predictor_variables)
+    assert encoder[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_tiny_peer_run_reports_both_rates_and_their_ratio(capsys):
+    pytest.importorskip("torch")
+    result = train_throughput(backbone_width=4, image_size=16, batch_size=8, steps=1, warmup_steps=0, peer="torch")
+    assert len(result["rounds"]) == len(result["peer_rounds"]) == 2
+    assert result["ratio"] == pytest.approx(max(result["rounds"]) / max(result["peer_rounds"]))
+    assert benchmark_main()([*TINY, "--peer", "torch", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "ours/torch: " in out and out.count("images/s") >= 2
