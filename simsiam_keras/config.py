@@ -221,7 +221,7 @@ class LinearEvalConfig:
     # l2-normalise the pooled features before the head (the saved classifier holds the normalisation).
     normalize_features: bool = False
     # lbfgs: penalties (lambda/2 ||W||^2 on the mean cross-entropy) tried on the held-out slice.
-    l2_grid: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+    l2_grid: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
     holdout_fraction: float = 0.2
     max_iterations: int = 500
     seed: int = 0
@@ -258,16 +258,17 @@ LINEAR_EVAL_PRESETS: dict[str, dict[str, Any]] = {
 GRADIENT_ONLY = ("epochs", "batch_size", "base_lr")
 GRADIENT_RECIPES = tuple(name for name, preset in LINEAR_EVAL_PRESETS.items() if preset.get("optimizer") != "lbfgs")
 
-# The paper's batch for the probe, and the steps an epoch below which its LARS recipe is not the
-# default. LARS with trust coefficient 0.001 moves the head by at most lr x 0.001 of its norm a step
-# (x 10 with momentum 0.9), so over T cosine steps at lr 0.32 the head can change by a factor of at
-# most exp(0.0016 T): ImageNet gives 313 steps an epoch (T = 28,170 over 90 epochs); 64 steps an
-# epoch (262,144 images, T = 5,760) still allows a factor of about 10^4, while CIFAR-10 (12 steps
-# an epoch) allows 5.6 and 5,000 images (2 steps) 1.3, i.e. the head barely leaves its random
-# initialisation. Below the threshold the features of the training split also fit in memory for
-# the full-batch fit (262,144 x 2048 float32 features: 2 GB).
+# The paper's batch for the probe, and the steps an epoch from which its LARS recipe is the default.
+# LARS with trust coefficient 0.001 moves the head by at most lr x 0.001 of its norm a step (x 10 with
+# momentum 0.9), so over T cosine steps at lr 0.32 the head can grow by a factor of at most
+# exp(0.0016 T) from its N(0, 0.01) initialisation: 1.3 for 5,000 images (2 steps an epoch, T = 180),
+# 6.5 for CIFAR-10 (13 steps): it stays near its random start. Measured on cached features of the
+# quickstart encoder, with batches of 4096 drawn for 90 epochs of S steps (README, "Linear probe"):
+# LARS reaches top-1 0.15 at S = 3, 0.29 at 16, 0.49 at 64 and 0.53 at 128, where it matches the
+# `sgd` recipe (0.54); ImageNet gives S = 313. Below 128 steps an epoch (524,288 images) the
+# features of the training split are cached for the full-batch fit (4.3 GB at 2048-d, float32).
 PAPER_PROBE_BATCH = 4096
-LARS_MIN_STEPS_PER_EPOCH = 64
+LARS_MIN_STEPS_PER_EPOCH = 128
 
 
 def default_linear_eval_recipe(train_images: int) -> tuple[str, str]:

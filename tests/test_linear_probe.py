@@ -309,7 +309,7 @@ def test_cli_default_probe_records_its_recipe_choice_and_knn_floor(source, pretr
     assert result.returncode == 0, result.stderr[-2000:]
     assert {"classifier.keras", "classifier.json", "linear_eval.json"} <= set(os.listdir(out))
     record = json.loads((out / "linear_eval.json").read_text())
-    reason = ("512 training images give 1 step an epoch at the paper's batch 4096 (< 64): too few for LARS to move "
+    reason = ("512 training images give 1 step an epoch at the paper's batch 4096 (< 128): too few for LARS to move "
               "the head, so full-batch L-BFGS on l2-normalised features")
     assert record["recipe_choice"] == {"recipe": "lbfgs", "reason": reason}
     assert result.stdout.splitlines()[0] == f"recipe lbfgs: {reason}"

@@ -11,8 +11,8 @@ Recipes (simsiam_keras/config.py, LINEAR_EVAL_PRESETS), lr = base lr x batch / 2
   sgd_scaled  SGD, base lr 0.1, batch 4096 (main_lincls.py without --lars)
   lbfgs       logistic regression on cached, l2-normalised features, full-batch L-BFGS, its L2
               penalty chosen on a held-out 20% of the training split (no epochs, batch or lr)
-Without --recipe the data decides: paper when the training split gives at least 64 steps an
-epoch at batch 4096 (262,144 images; ImageNet gives 313), else lbfgs. LARS with trust
+Without --recipe the data decides: paper when the training split gives at least 128 steps an
+epoch at batch 4096 (524,288 images; ImageNet gives 313), else lbfgs. LARS with trust
 coefficient 0.001 moves the head by about lr x 0.001 of its norm a step, so it needs
 ImageNet-scale step counts. A batch larger than the training split is capped to it (lr scaled
 by the linear rule). The kNN top-1 (k=200, T=0.1) of the same features is reported beside the
