@@ -119,6 +119,8 @@ ROWS = [
     ("linear_eval", ["--checkpoint", "runs/missing"], "no such file or directory"),
     ("linear_eval", ["--checkpoint", RUN, "--epochs", "0"], "--epochs must be at least 1"),
     ("linear_eval", ["--checkpoint", RUN, "--lr", "-1"], "--lr must be positive"),
+    # the synthetic set's 10,000 images get the full-batch lbfgs recipe, which has no epochs
+    ("linear_eval", ["--checkpoint", RUN, "--epochs", "5"], "--epochs does not apply to the lbfgs recipe"),
     ("linear_eval", ["--checkpoint", "models/lambda.keras"], "arbitrary code execution"),
     ("linear_eval", ["--checkpoint", RUN, "--dataset", "npz:data/missing.npz"], "no such file"),
     ("linear_eval", ["--checkpoint", RUN, "--dataset", "npz:data/ten_images.npz"], "evaluation needs labelled"),

@@ -1,7 +1,7 @@
 """Linear probe: train a linear classifier on a frozen pretrained backbone and report top-1/top-5.
 
-    simsiam-linear-eval --checkpoint runs/simsiam/model.keras --cache-features
-    simsiam-linear-eval --checkpoint runs/cifar10 --dataset cifar10 --data-dir /data/tfds
+    simsiam-linear-eval --checkpoint runs/simsiam/model.keras
+    simsiam-linear-eval --checkpoint runs/cifar10 --dataset cifar10 --data-dir /data/tfds --recipe paper
     simsiam-linear-eval --checkpoint exported/simsiam --dataset folder:/data/pets --recipe sgd
 
 Recipes (simsiam_keras/config.py, LINEAR_EVAL_PRESETS), lr = base lr x batch / 256:
@@ -9,8 +9,14 @@ Recipes (simsiam_keras/config.py, LINEAR_EVAL_PRESETS), lr = base lr x batch / 2
   lars_code   LARS, base lr 0.1 (the authors' main_lincls.py default)
   sgd         SGD, lr 30 at batch 256, wd 0 (Appendix A's alternative)
   sgd_scaled  SGD, base lr 0.1, batch 4096 (main_lincls.py without --lars)
-LARS with trust coefficient 0.001 moves the head by about lr x 0.001 of its norm per step, so it
-needs ImageNet-scale step counts; on small datasets use sgd (the default for synthetic data).
+  lbfgs       logistic regression on cached, l2-normalised features, full-batch L-BFGS, its L2
+              penalty chosen on a held-out 20% of the training split (no epochs, batch or lr)
+Without --recipe the data decides: paper when the training split gives at least 128 steps an
+epoch at batch 4096 (524,288 images; ImageNet gives 313), else lbfgs. LARS with trust
+coefficient 0.001 moves the head by about lr x 0.001 of its norm a step, so it needs
+ImageNet-scale step counts. A batch larger than the training split is capped to it (lr scaled
+by the linear rule). The kNN top-1 (k=200, T=0.1) of the same features is reported beside the
+probe's, with a warning when the probe is more than 5 points below it.
 Writes OUTPUT/classifier.keras, classifier.json and linear_eval.json, and appends top-1/top-5 to
 the run's results.json.
 """
@@ -22,7 +28,12 @@ import os
 import sys
 
 from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
-from simsiam_keras.config import LINEAR_EVAL_PRESETS, default_linear_eval_recipe, make_linear_eval_config
+from simsiam_keras.config import (
+    LINEAR_EVAL_PRESETS,
+    LinearEvalConfig,
+    default_linear_eval_recipe,
+    make_linear_eval_config,
+)
 from simsiam_keras.data.eval_splits import eval_data
 from simsiam_keras.evaluate.linear_probe import run_linear_eval
 from simsiam_keras.export.load import load_backbone
@@ -37,9 +48,9 @@ def build_parser() -> ArgumentParser:
                    help="synthetic (default), npz:PATH, folder:PATH or a prepared TFDS name; needs labels and a test split")
     p.add_argument("--data-dir", help="TFDS data directory")
     p.add_argument("--recipe", choices=list(LINEAR_EVAL_PRESETS),
-                   help="default: sgd for the synthetic dataset, paper otherwise")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+                   help="default: chosen from the training split's size (paper at ImageNet scale, else lbfgs)")
+    p.add_argument("--epochs", type=int, help="gradient recipes only")
+    p.add_argument("--batch-size", type=int, help="gradient recipes only; capped to the training split")
     p.add_argument("--lr", dest="base_lr", type=float, help="base lr; the applied lr is lr x batch / 256")
     p.add_argument("--cache-features", action="store_true", default=None,
                    help="extract features once (centre crops, no augmentation) and train the head on them")
@@ -54,21 +65,29 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    recipe = args.recipe or default_linear_eval_recipe(args.dataset)
     try:
+        check_output_dir(args.output_dir)
+        data = eval_data(args.dataset, args.data_dir, LinearEvalConfig.seed if args.seed is None else args.seed)
+        if args.recipe:
+            recipe, reason = args.recipe, "asked for with --recipe"
+        else:
+            recipe, reason = default_linear_eval_recipe(data.bank.size)
         config = make_linear_eval_config(
             recipe, epochs=args.epochs, batch_size=args.batch_size, base_lr=args.base_lr,
             cache_features=args.cache_features, eval_resize_ratio=args.eval_resize_ratio, seed=args.seed,
         )
-        check_output_dir(args.output_dir)
-        data = eval_data(args.dataset, args.data_dir, config.seed)
         backbone = load_backbone(args.checkpoint)
     except USER_ERRORS as error:
         return parser.report(error)
-    result = run_linear_eval(args.checkpoint, data, config, recipe, args.output_dir, verbose=0, backbone=backbone)
-    print(f"linear probe ({recipe}, {config.epochs} epochs, lr {config.lr:g}, "
-          f"{'cached features' if config.cache_features else 'augmented views'}) on {data.name}: "
-          f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  ({result.seconds:.0f}s)")
+    print(f"recipe {recipe}: {reason}")
+    result = run_linear_eval(args.checkpoint, data, config, recipe, args.output_dir, verbose=0, backbone=backbone,
+                             reason=reason)
+    record = result.record
+    how = (f"l2 {record['lbfgs']['l2']:g}, {record['lbfgs']['iterations']} L-BFGS iterations" if config.full_batch
+           else f"{config.epochs} epochs, batch {record['batch_size']}, lr {record['lr']:g}")
+    print(f"linear probe ({recipe}, {how}, {'cached features' if config.cache_features else 'augmented views'}) "
+          f"on {data.name}: top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  kNN top-1 {result.knn_top1:.4f}  "
+          f"({result.seconds:.0f}s)")
     print(f"backbone unchanged: {result.backbone_unchanged}; classifier saved to "
           f"{os.path.join(result.output_dir, 'classifier.keras')}")
     return 0
