@@ -100,7 +100,8 @@ class SimSiam(keras.Model):
             raise ValueError("SimSiam.compile takes jit_compile or per_replica_jit_compile, not both")
         super().compile(optimizer=optimizer, **kwargs)
         self.per_replica_jit_compile = per_replica_jit_compile
-        self.predictor_optimizer = predictor_optimizer
+        # Without a predictor (Table 1a) a predictor optimizer would have nothing to update.
+        self.predictor_optimizer = predictor_optimizer if self.predictor is not None else None
         with self.distribute_strategy.scope():
             self.optimizer.build(self.encoder_variables)
             if self.predictor_optimizer is not None:
