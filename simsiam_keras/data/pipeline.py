@@ -89,6 +89,7 @@ def two_view_dataset(
     cache_decoded: bool = False,
     reproducible: bool = True,
     skip_batches: int = 0,
+    image_ids: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (view1, view2), float32 in [0, 255], from uint8 NHWC images or encoded images.
 
@@ -106,7 +107,8 @@ def two_view_dataset(
     uninterrupted run sees. Streamed images would have to be read to be skipped, so a resumed
     stream restarts at the interrupted pass over the data, shuffled under a seed of its own,
     and skips within that pass only (at most one pass of reads); dropped undecodable files
-    count in the skip.
+    count in the skip. `image_ids` adds a third element, each image's int64 index in `images`
+    (a target bank's row, Sec. 5.2): (view1, view2, image_id).
     """
     num_shards, index = shard
     if not isinstance(images, (np.ndarray, EncodedImages)):
@@ -118,22 +120,23 @@ def two_view_dataset(
     def reshuffled(ds: tf.data.Dataset) -> tf.data.Dataset:
         return ds.shuffle(len(images) // num_shards + 1, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
 
+    # With image_ids, every element is (image, id) from here on.
     if isinstance(images, np.ndarray):
-        ds = tf.data.Dataset.from_tensor_slices(images).shard(num_shards, index)
-        ds = reshuffled(ds)
+        ds = tf.data.Dataset.from_tensor_slices((images, np.arange(len(images))) if image_ids else images)
+        ds = reshuffled(ds.shard(num_shards, index))
         view = as_view_fn(augment)
     elif cache_decoded:
-        ds = images.dataset(num_shards, index, seed, shuffle=False)
-        ds = _count_and_drop_bad(ds.map(decode_image, num_parallel_calls=AUTOTUNE), skipped).cache()
+        ds = images.dataset(num_shards, index, seed, shuffle=False, image_ids=image_ids)
+        ds = _count_and_drop_bad(ds.map(_decoded, num_parallel_calls=AUTOTUNE), skipped).cache()
         ds = reshuffled(ds)
         view = as_view_fn(augment)
     else:
-        ds = images.dataset(num_shards, index, seed, shuffle)
+        ds = images.dataset(num_shards, index, seed, shuffle, image_ids=image_ids)
         pass_size = tf.get_static_value(ds.cardinality())
         passes = skip // pass_size if repeat and skip and pass_size and pass_size > 0 else 0
         if passes:
             seed = int(np.random.SeedSequence([seed, passes]).generate_state(1)[0])
-            ds = images.dataset(num_shards, index, seed, shuffle)
+            ds = images.dataset(num_shards, index, seed, shuffle, image_ids=image_ids)
             skip -= passes * pass_size
         view = None
     if repeat:
@@ -151,21 +154,30 @@ def two_view_dataset(
     if view is None:
         encoded_view = _encoded_views(augment)
 
-        def encoded_two_views(data, element_seed):
+        def encoded_two_views(element, element_seed):
+            data, image_id = element if image_ids else (element, None)
             seed1, seed2 = split(element_seed)
             (view1, ok1), (view2, ok2) = encoded_view(data, seed1), encoded_view(data, seed2)
-            return (view1, view2), ok1 & ok2
+            return ((view1, view2, image_id) if image_ids else (view1, view2)), ok1 & ok2
 
         ds = ds.map(encoded_two_views, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         ds = _count_and_drop_bad(ds, skipped)
     else:
-        def two_views(image, element_seed):
+        def two_views(element, element_seed):
+            image, image_id = element if image_ids else (element, None)
             image = tf.cast(image, tf.float32)
             seed1, seed2 = split(element_seed)
-            return view(image, seed1), view(image, seed2)
+            views = view(image, seed1), view(image, seed2)
+            return (*views, image_id) if image_ids else views
 
         ds = ds.map(two_views, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def _decoded(data, *image_id):
+    """decode_image of an encoded image (and its id, kept): (image or (image, id), ok)."""
+    image, ok = decode_image(data)
+    return ((image, *image_id) if image_id else image), ok
 
 
 def _count_and_drop_bad(ds: tf.data.Dataset, skipped: SkippedFiles | None) -> tf.data.Dataset:
