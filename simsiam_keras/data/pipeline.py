@@ -120,23 +120,24 @@ def two_view_dataset(
     def reshuffled(ds: tf.data.Dataset) -> tf.data.Dataset:
         return ds.shuffle(len(images) // num_shards + 1, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
 
-    # With image_ids, every element is (image, id) from here on.
+    # With image_ids, every element is (image, id) from here on. Only then is an EncodedImages asked for ids.
+    with_ids = {"image_ids": True} if image_ids else {}
     if isinstance(images, np.ndarray):
         ds = tf.data.Dataset.from_tensor_slices((images, np.arange(len(images))) if image_ids else images)
         ds = reshuffled(ds.shard(num_shards, index))
         view = as_view_fn(augment)
     elif cache_decoded:
-        ds = images.dataset(num_shards, index, seed, shuffle=False, image_ids=image_ids)
+        ds = images.dataset(num_shards, index, seed, shuffle=False, **with_ids)
         ds = _count_and_drop_bad(ds.map(_decoded, num_parallel_calls=AUTOTUNE), skipped).cache()
         ds = reshuffled(ds)
         view = as_view_fn(augment)
     else:
-        ds = images.dataset(num_shards, index, seed, shuffle, image_ids=image_ids)
+        ds = images.dataset(num_shards, index, seed, shuffle, **with_ids)
         pass_size = tf.get_static_value(ds.cardinality())
         passes = skip // pass_size if repeat and skip and pass_size and pass_size > 0 else 0
         if passes:
             seed = int(np.random.SeedSequence([seed, passes]).generate_state(1)[0])
-            ds = images.dataset(num_shards, index, seed, shuffle, image_ids=image_ids)
+            ds = images.dataset(num_shards, index, seed, shuffle, **with_ids)
             skip -= passes * pass_size
         view = None
     if repeat:
