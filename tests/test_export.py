@@ -127,6 +127,16 @@ def workdir(tmp_path_factory):
             "classifier": root / "exported" / "quickstart_classifier", "stdout": outputs}
 
 
+def test_benchmark_times_both_formats_of_an_export(workdir, capsys):
+    from simsiam_keras.cli.benchmark import main
+
+    assert main(["export", str(workdir["backbone"]), "--batch-size", "4", "--seconds", "0.2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("export resnet18_cifar at 32px, batch 4")
+    rates = {line.split()[0]: float(line.split()[1]) for line in lines[1:]}
+    assert set(rates) == {"saved_model", "onnx"} and all(rate > 0 for rate in rates.values())
+
+
 def test_backbone_export_matches_keras_at_batch_1_and_7(workdir):
     export = workdir["backbone"]
     assert sorted(os.listdir(export.parent)) == ["quickstart", "quickstart_classifier"], "temporary folders left"

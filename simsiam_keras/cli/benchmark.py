@@ -4,6 +4,7 @@
     simsiam-benchmark train --preset imagenet    # imagenet preset: resnet50 width 64, 224 px, batch 32
     simsiam-benchmark train --backbone-width 16 --peer torch   # vs the same step in PyTorch
     simsiam-benchmark input --backbone-width 16
+    simsiam-benchmark export exported/quickstart          # SavedModel vs ONNX Runtime inference
 
 `train` prints images/s and the peak host memory (RSS) of the run; run one preset per command,
 since a process's memory high-water mark is its own. `--peer torch` (needs `pip install -e .[torch]`)
@@ -17,7 +18,7 @@ import argparse
 import os
 import sys
 
-from simsiam_keras.benchmark.throughput import input_benchmark, train_throughput
+from simsiam_keras.benchmark.throughput import export_throughput, input_benchmark, train_throughput
 from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
 from simsiam_keras.config import BENCHMARK_BATCH_SIZE
 from simsiam_keras.train.distribute import STRATEGIES
@@ -53,6 +54,10 @@ def build_parser() -> ArgumentParser:
                         help="folder of JPEGs for case (b); 2,000 images of 500x375 are generated there if it is empty")
     source.add_argument("--jpeg-batch-size", type=int, default=64)
     source.add_argument("--train-batch-size", type=int, default=32, help="batch of the resnet50 train step in case (b)")
+    served = commands.add_parser("export", help="inference images/s of an export's SavedModel and ONNX model")
+    served.add_argument("export_dir", metavar="EXPORT_DIR", help="a folder simsiam-export wrote")
+    served.add_argument("--batch-size", type=int, default=64)
+    served.add_argument("--seconds", type=float, default=5.0, help="time each format for at least this long")
     return parser
 
 
@@ -60,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     try:
-        if args.pop("command") == "input":
+        command = args.pop("command")
+        if command == "input":
             return report_input(**args)
+        if command == "export":
+            return report_export(**args)
         result = train_throughput(**args)
     except USER_ERRORS as error:
         return parser.report(error)
@@ -95,6 +103,16 @@ def memory_line(result: dict) -> str:
     return (f"peak host memory {result['peak_rss_mb']:.0f} MB during the run: {result['rss_before_mb']:.0f} MB "
             f"before it (Python, TensorFlow) + {result['rss_increase_mb']:.0f} MB while building and training "
             f"(weights, optimizer state, data, activations, TensorFlow's runtime)")
+
+
+def report_export(export_dir: str, batch_size: int, seconds: float) -> int:
+    figures = export_throughput(export_dir, batch_size, min_seconds=seconds)
+    print(f"export {figures['backbone']} at {figures['image_size']}px, batch {figures['batch']}, "
+          f"{figures['cpu_count']} CPUs:")
+    for fmt in ("saved_model", "onnx"):
+        if f"{fmt}_images_per_s" in figures:
+            print(f"  {fmt:<12} {figures[f'{fmt}_images_per_s']:8.1f} images/s")
+    return 0
 
 
 def report_input(**kwargs) -> int:
