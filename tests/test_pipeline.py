@@ -187,7 +187,7 @@ def test_decoded_cache_skips_bad_files_once_and_keeps_augmenting(tmp_path):
 
 def test_cache_decision():
     from simsiam_keras.data.pipeline import cache_pays
-    from simsiam_keras.data.sources import EncodedImages, ImageFiles
+    from simsiam_keras.data.images import EncodedImages, ImageFiles
 
     class Huge(EncodedImages):
         def __len__(self):
