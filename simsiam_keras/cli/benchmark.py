@@ -2,10 +2,13 @@
 
     simsiam-benchmark train                      # cifar preset: resnet18_cifar width 64, 32 px, batch 256
     simsiam-benchmark train --preset imagenet    # imagenet preset: resnet50 width 64, 224 px, batch 32
+    simsiam-benchmark train --augment-on device  # the step draws flip, jitter, grayscale and blur itself
     simsiam-benchmark input --backbone-width 16
 
 `train` prints images/s and the peak host memory (RSS) of the run; run one preset per command,
-since a process's memory high-water mark is its own.
+since a process's memory high-water mark is its own. `input` prints, for each preset, the input
+pipeline's pairs of views/s per stage, the train step's, host against device augmentation
+measured alternately, and what device augmentation adds to the train step.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 
 from simsiam_keras.benchmark.throughput import input_benchmark, train_throughput
 from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
-from simsiam_keras.config import BENCHMARK_BATCH_SIZE
+from simsiam_keras.config import AUGMENT_ON, BENCHMARK_BATCH_SIZE
 from simsiam_keras.train.distribute import STRATEGIES
 from simsiam_keras.train.pretrain import MIXED_PRECISION
 
@@ -37,6 +40,8 @@ def build_parser() -> ArgumentParser:
     train.add_argument("--strategy", default="auto", choices=STRATEGIES)
     train.add_argument("--cpu-replicas", type=int, default=0)
     train.add_argument("--mixed-precision", default="off", choices=sorted(MIXED_PRECISION))
+    train.add_argument("--augment-on", default="host", choices=AUGMENT_ON,
+                       help="device: the step gets uint8 crops and seeds and applies flip, jitter, grayscale and blur")
     source = commands.add_parser("input", help="pairs of views/s from the input pipeline, per stage, vs the train step")
     source.add_argument("--batch-size", type=int, default=256)
     source.add_argument("--batches", type=int, default=20)
@@ -45,6 +50,8 @@ def build_parser() -> ArgumentParser:
                         help="folder of JPEGs for case (b); 2,000 images of 500x375 are generated there if it is empty")
     source.add_argument("--jpeg-batch-size", type=int, default=64)
     source.add_argument("--train-batch-size", type=int, default=32, help="batch of the resnet50 train step in case (b)")
+    source.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of host and device augmentation; the medians are reported")
     return parser
 
 
@@ -59,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return parser.report(error)
     print(
         f"train {result['backbone']} width {result['backbone_width']} {result['image_size']}px "
-        f"batch {result['batch_size']}: {result['images_per_second']:.1f} images/s "
+        f"batch {result['batch_size']}, augment on {result['augment_on']}: {result['images_per_second']:.1f} images/s "
         f"({result['seconds_per_step'] * 1000:.0f} ms/step, {result['parameters'] / 1e6:.2f}M backbone parameters)"
     )
     print(f"  {memory_line(result)}")
@@ -78,14 +85,25 @@ def memory_line(result: dict) -> str:
 
 def report_input(**kwargs) -> int:
     cores = os.cpu_count() or 1
-    for title, rates in input_benchmark(**kwargs).items():
-        train = rates.pop("train step")
+    for title, case in input_benchmark(**kwargs).items():
         print(f"input {title}, {cores} cores:")
-        for stage, rate in rates.items():
+        for stage, rate in case["stages"].items():
             print(f"  {stage:<12} {rate:9.1f} pairs/s  {rate / cores:8.1f} pairs/s per core")
-        streamed = [rate for stage, rate in rates.items() if stage != "cached"][-1]
-        slower = "input pipeline" if streamed < train else "train step"
-        print(f"  train step   {train:9.1f} pairs/s -> bottleneck: {slower}")
+        streamed = [rate for stage, rate in case["stages"].items() if stage != "cached"][-1]
+        train = case["train step"]
+        print(f"  train step   {train:9.1f} pairs/s -> bottleneck: {'input pipeline' if streamed < train else 'train step'}")
+        modes = case["augment_on"]
+        print(f"  --augment-on host vs device, alternating, median of {kwargs.get('rounds', 3)} rounds "
+              f"(per core: pairs per CPU-second of the pipeline):")
+        for mode in ("host", "device"):
+            print(f"    {mode:<10} {modes[mode]['pairs_per_second']:9.1f} pairs/s  "
+                  f"{modes[mode]['pairs_per_cpu_second']:8.1f} pairs/s per core")
+        cost, step_ms = case["device augmentation"], 1000 * case["train batch"] / train
+        print(f"  device augmentation in the train step: {cost['ms_per_step']:.0f} ms per step of {case['train batch']} "
+              f"pairs ({cost['cpu_ms_per_step']:.0f} ms of CPU time), {100 * cost['ms_per_step'] / step_ms:.1f}% of the "
+              f"{step_ms:.0f} ms step (XLA, compiled once in {cost['compile_seconds']:.0f} s)")
+        print(f"  {case['preset']}: host {modes['host']['pairs_per_cpu_second']:.1f}, device "
+              f"{modes['device']['pairs_per_cpu_second']:.1f} pairs/s per core; device/host: {modes['device/host']:.1f}x")
     return 0
 
 
