@@ -56,4 +56,4 @@ def test_input_report_ends_each_preset_with_the_device_host_ratio(monkeypatch, c
     lines = capsys.readouterr().out.splitlines()
     ratios = [line for line in lines if line.rstrip().endswith("device/host: 4.2x")]
     assert [line.split(":")[0].strip() for line in ratios] == ["cifar", "imagenet"]
-    assert any("5.0% of the 1600 ms step" in line for line in lines)
+    assert any("5% of the 1600 ms step" in line for line in lines)

@@ -100,7 +100,7 @@ def report_input(**kwargs) -> int:
                   f"{modes[mode]['pairs_per_cpu_second']:8.1f} pairs/s per core")
         cost, step_ms = case["device augmentation"], 1000 * case["train batch"] / train
         print(f"  device augmentation in the train step: {cost['ms_per_step']:.0f} ms per step of {case['train batch']} "
-              f"pairs ({cost['cpu_ms_per_step']:.0f} ms of CPU time), {100 * cost['ms_per_step'] / step_ms:.1f}% of the "
+              f"pairs ({cost['cpu_ms_per_step']:.0f} ms of CPU time), {100 * cost['ms_per_step'] / step_ms:.2g}% of the "
               f"{step_ms:.0f} ms step (XLA, compiled once in {cost['compile_seconds']:.0f} s)")
         print(f"  {case['preset']}: host {modes['host']['pairs_per_cpu_second']:.1f}, device "
               f"{modes['device']['pairs_per_cpu_second']:.1f} pairs/s per core; device/host: {modes['device/host']:.1f}x")
