@@ -120,7 +120,7 @@ def test_batched_ops_equal_the_per_image_ops():
     blurred = batched.gaussian_blur(tf.constant(images), sigma, 7).numpy()
     hued = batched.rotate_hue(tf.constant(images), factors[:, colour.HUE]).numpy()
     for i, image in enumerate(images):
-        want = colour.apply_color_jitter(tf.constant(image), tf.constant(order[i]), factors[i]).numpy() if applies[i] else image
+        want = colour.apply_color_jitter(tf.constant(image), tf.constant(order[i]), factors[i]) if applies[i] else image
         np.testing.assert_allclose(jittered[i], want, atol=1e-5)
         np.testing.assert_allclose(blurred[i], gaussian_blur(tf.constant(image), sigma[i], 7).numpy(), atol=1e-5)
         np.testing.assert_allclose(hued[i], colour.adjust_hue(image, factors[i, colour.HUE]).numpy(), atol=1e-5)

@@ -24,7 +24,15 @@ import tensorflow as tf
 
 from simsiam_keras.augment.blur import gaussian_kernel
 from simsiam_keras.augment.colour import (
-    BRIGHTNESS, CONTRAST, GRAY_MATRIX, HUE, SATURATION, active_ops, gray_mean, jitter_ranges, mix_channels,
+    BRIGHTNESS,
+    CONTRAST,
+    GRAY_MATRIX,
+    HUE,
+    SATURATION,
+    active_ops,
+    gray_mean,
+    jitter_ranges,
+    mix_channels,
     saturation_matrix,
 )
 from simsiam_keras.augment.seeds import scale_uniform, split_seeds, uniform_rows

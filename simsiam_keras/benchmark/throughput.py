@@ -330,10 +330,12 @@ def input_benchmark(
     check_batch_fits(len(files) or JPEG_FOLDER_SIZE, jpeg_batch_size)
     arrays = _random_images(10000, 32)
     cases: dict[str, dict[str, Any]] = {}
-    cases[f"(a) in-memory 32x32 arrays, cifar preset, batch {batch_size}; train step resnet18_cifar width {backbone_width}"] = {
+    cases[f"(a) in-memory 32x32 arrays, cifar preset, batch {batch_size}; "
+          f"train step resnet18_cifar width {backbone_width}"] = {
         "preset": "cifar",
         "stages": input_throughput_arrays("cifar", 32, batch_size=batch_size, batches=batches),
-        "train step": train_throughput("resnet18_cifar", backbone_width, 32, batch_size, preset="cifar")["images_per_second"],
+        "train step": train_throughput("resnet18_cifar", backbone_width, 32, batch_size,
+                                       preset="cifar")["images_per_second"],
         "train batch": batch_size,
         "augment_on": augment_on_throughput(arrays, "cifar", 32, batch_size, batches, rounds=rounds),
         "device augmentation": device_augment_cost("cifar", 32, batch_size),

@@ -91,19 +91,22 @@ def report_input(**kwargs) -> int:
             print(f"  {stage:<12} {rate:9.1f} pairs/s  {rate / cores:8.1f} pairs/s per core")
         streamed = [rate for stage, rate in case["stages"].items() if stage != "cached"][-1]
         train = case["train step"]
-        print(f"  train step   {train:9.1f} pairs/s -> bottleneck: {'input pipeline' if streamed < train else 'train step'}")
+        slower = "input pipeline" if streamed < train else "train step"
+        print(f"  train step   {train:9.1f} pairs/s -> bottleneck: {slower}")
         modes = case["augment_on"]
         print(f"  --augment-on host vs device, alternating, median of {kwargs.get('rounds', 3)} rounds "
               f"(per core: pairs per CPU-second of the pipeline):")
         for mode in ("host", "device"):
             print(f"    {mode:<10} {modes[mode]['pairs_per_second']:9.1f} pairs/s  "
                   f"{modes[mode]['pairs_per_cpu_second']:8.1f} pairs/s per core")
-        cost, step_ms = case["device augmentation"], 1000 * case["train batch"] / train
-        print(f"  device augmentation in the train step: {cost['ms_per_step']:.0f} ms per step of {case['train batch']} "
-              f"pairs ({cost['cpu_ms_per_step']:.0f} ms of CPU time), {100 * cost['ms_per_step'] / step_ms:.2g}% of the "
-              f"{step_ms:.0f} ms step (XLA, compiled once in {cost['compile_seconds']:.0f} s)")
-        print(f"  {case['preset']}: host {modes['host']['pairs_per_cpu_second']:.1f}, device "
-              f"{modes['device']['pairs_per_cpu_second']:.1f} pairs/s per core; device/host: {modes['device/host']:.1f}x")
+        cost, pairs = case["device augmentation"], case["train batch"]
+        step_ms = 1000 * pairs / train
+        print(f"  device augmentation in the train step: {cost['ms_per_step']:.0f} ms per step of {pairs} pairs "
+              f"({cost['cpu_ms_per_step']:.0f} ms of CPU time), {100 * cost['ms_per_step'] / step_ms:.2g}% "
+              f"of the {step_ms:.0f} ms step (XLA, compiled once in {cost['compile_seconds']:.0f} s)")
+        host, device = modes["host"]["pairs_per_cpu_second"], modes["device"]["pairs_per_cpu_second"]
+        print(f"  {case['preset']}: host {host:.1f}, device {device:.1f} pairs/s per core; "
+              f"device/host: {modes['device/host']:.1f}x")
     return 0
 
 

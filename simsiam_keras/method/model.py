@@ -38,7 +38,9 @@ class SimSiam(keras.Model):
         self.device_augment = device_augment
         # XLA-compiled on every device: 3x faster than plain TF ops even on a CPU, and one fused
         # kernel instead of hundreds of small ones on a GPU whose step is not compiled.
-        self._appearance = tf.function(device_augment.appearance_batch, jit_compile=True) if device_augment is not None else None
+        self._appearance = None
+        if device_augment is not None:
+            self._appearance = tf.function(device_augment.appearance_batch, jit_compile=True)
         self.backbone = backbone
         self.projector = projector
         # None is the "no predictor" ablation (Table 1a): h is the identity.
