@@ -186,8 +186,8 @@ def test_decoded_cache_skips_bad_files_once_and_keeps_augmenting(tmp_path):
 
 
 def test_cache_decision():
-    from simsiam_keras.data.pipeline import cache_pays
     from simsiam_keras.data.images import EncodedImages, ImageFiles
+    from simsiam_keras.data.pipeline import cache_pays
 
     class Huge(EncodedImages):
         def __len__(self):
@@ -199,7 +199,7 @@ def test_cache_decision():
     assert not cache_pays(np.zeros((4, 8, 8, 3), np.uint8), "on")
     assert cache_pays(Huge(), "on") and not cache_pays(Huge(), "auto")
     assert not cache_pays(EncodedImages(), "auto")  # an unknown size is never cached by default
-    with pytest.raises(ValueError, match="--cache-decoded must be one of"):
+    with pytest.raises(ValueError, match="cache_decoded must be one of"):
         cache_pays(ImageFiles([]), "maybe")
 
 
