@@ -309,7 +309,7 @@ def check_target(output_dir: str | Path, overwrite: bool = False) -> Path:
     """The export folder, refused if it exists and `overwrite` is not set (checked before any work)."""
     target = Path(output_dir)
     if target.exists() and not overwrite:
-        raise FileExistsError(f"output {target} already exists; pass overwrite to replace it")
+        raise FileExistsError(f"output {target} already exists; pass `overwrite` to replace it")
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"output {target} exists and is not a folder")
     return target

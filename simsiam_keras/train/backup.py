@@ -109,7 +109,7 @@ def check_resumable(config: SimSiamConfig) -> Position | None:
         changes = ", ".join(f"{k} {saved[k]!r} there, {wanted[k]!r} here" for k in shown)
         raise ValueError(
             f"cannot resume {config.output_dir}: its backup is of a different {kind} ({changes}); "
-            f"use another output_dir, or delete {backup_dir(config.output_dir)} to start again"
+            f"use another `output_dir`, or delete {backup_dir(config.output_dir)} to start again"
         )
     return position
 
