@@ -69,6 +69,7 @@ def test_cli_mistakes_get_one_clear_line(tmp_path, args, message):
     assert not (tmp_path / "run").exists(), "a failed run must not leave a run directory"
 
 
+@pytest.mark.xdist_group("synthetic_run")
 def test_short_pretraining_raises_knn_accuracy_on_synthetic_data(synthetic_run):
     monitor_start = synthetic_run.knn_before
     assert synthetic_run.history["knn_acc"][-1] > monitor_start + 0.07, (monitor_start, synthetic_run.history["knn_acc"])
