@@ -22,6 +22,9 @@ DATA_MEMORY_BUDGET_BYTES = 2 * 1024**3
 # (about 1 GB of ImageNet JPEGs), on top of TFDS's shuffling of its record files.
 STREAM_SHUFFLE_BUFFER = 10_000
 CACHE_DECODED = ("auto", "on", "off")
+# Where the views' appearance (flip, colour jitter, grayscale, blur) is drawn: in the input
+# pipeline on the host CPU, or in the train step on the device that runs it.
+AUGMENT_ON = ("host", "device")
 # Images of each labelled split a streamed dataset (folder, large TFDS) decodes for the kNN monitor.
 MONITOR_IMAGES = 10_000
 # The evaluation view (Appendix A): resize the shorter side to crop x 256/224, then take the centre crop.
@@ -107,6 +110,10 @@ class SimSiamConfig:
     # Input pipeline: keep decoded images in memory after the first epoch ("auto": when they
     # are estimated to fit in DATA_MEMORY_BUDGET_BYTES); "off" crops each view while decoding.
     cache_decoded: str = "auto"
+    # "device": the pipeline only decodes and crops (uint8 views and their seeds); the train step
+    # applies flip, jitter, grayscale and blur with the same draws. For GPU/TPU hosts whose CPUs
+    # cannot feed them; on a CPU-only run "host" is as fast.
+    augment_on: str = "host"
     # A tf.data service dispatcher ("grpc://host:port") whose workers run the input pipeline.
     data_service: str | None = None
     output_dir: str = "runs/simsiam"

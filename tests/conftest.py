@@ -55,3 +55,28 @@ def npz_dataset(tmp_path_factory):
     np.savez(path, x_train=rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8), y_train=np.arange(64) % 4,
              x_test=rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8), y_test=np.arange(16) % 4)
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory):
+    """One short pretraining on the synthetic data, shared by the tests that need a trained encoder.
+
+    Quickstart recipe at width 8: 5 epochs of 40 steps at batch 128 on 2,560 images, the kNN
+    monitor at the start and the end. Its `config` rebuilds the random initialisation it started
+    from (`keras.utils.set_random_seed(config.seed)` then `build_simsiam(config)`).
+    """
+    from types import SimpleNamespace
+
+    from simsiam_keras.config import make_config
+    from simsiam_keras.data.images import from_arrays
+    from simsiam_keras.data.synthetic import make_synthetic
+    from simsiam_keras.train.pretrain import pretrain
+
+    run = tmp_path_factory.mktemp("synthetic_run")
+    source = from_arrays("synthetic", **make_synthetic(num_train=2560, num_test=500, seed=0))
+    config = make_config("quickstart", backbone_width=8, epochs=5, steps_per_epoch=40, knn_every=5, output_dir=str(run))
+    keras.utils.set_random_seed(config.seed)
+    result = pretrain(config, source=source, verbose=0)
+    keras.backend.clear_session()
+    return SimpleNamespace(dir=run, config=config, source=source, knn_before=result.knn_before,
+                           history=result.history)

@@ -29,3 +29,31 @@ def test_train_benchmark_reports_throughput_and_peak_memory():
     # A process with TensorFlow loaded holds hundreds of MB; a reading in KiB or bytes would be far off.
     assert 100 < result["rss_before_mb"] <= result["peak_rss_mb"] < 100_000, result
     assert result["rss_increase_mb"] == result["peak_rss_mb"] - result["rss_before_mb"] >= 0
+
+
+def test_host_and_device_augmentation_are_measured_alternately_on_tiny_inputs(tmp_path):
+    from simsiam_keras.benchmark.throughput import augment_on_throughput, device_augment_cost
+
+    images = np.random.default_rng(0).integers(0, 256, (16, 12, 12, 3), dtype=np.uint8)
+    result = augment_on_throughput(images, "cifar", 8, batch_size=4, batches=1, warmup=1, rounds=1)
+    for mode in ("host", "device"):
+        assert result[mode]["pairs_per_second"] > 0 and result[mode]["pairs_per_cpu_second"] > 0
+    assert result["device/host"] == result["device"]["pairs_per_cpu_second"] / result["host"]["pairs_per_cpu_second"]
+    cost = device_augment_cost("cifar", 8, batch_size=2, repeats=1)
+    assert cost["ms_per_step"] > 0 and cost["compile_seconds"] > 0
+
+
+def test_input_report_ends_each_preset_with_the_device_host_ratio(monkeypatch, capsys):
+    from simsiam_keras.cli import benchmark
+
+    modes = {"host": {"pairs_per_second": 10.0, "pairs_per_cpu_second": 6.0},
+             "device": {"pairs_per_second": 40.0, "pairs_per_cpu_second": 25.2}, "device/host": 4.2}
+    case = {"stages": {"read": 100.0, "+crops": 50.0}, "train step": 20.0, "train batch": 32, "augment_on": modes,
+            "device augmentation": {"ms_per_step": 80.0, "cpu_ms_per_step": 150.0, "compile_seconds": 9.0}}
+    cases = {"(a) arrays": {**case, "preset": "cifar"}, "(b) jpegs": {**case, "preset": "imagenet"}}
+    monkeypatch.setattr(benchmark, "input_benchmark", lambda **kwargs: cases)
+    assert benchmark.main(["input"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    ratios = [line for line in lines if line.rstrip().endswith("device/host: 4.2x")]
+    assert [line.split(":")[0].strip() for line in ratios] == ["cifar", "imagenet"]
+    assert any("5% of the 1600 ms step" in line for line in lines)

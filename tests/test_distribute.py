@@ -43,5 +43,5 @@ def test_batch_that_does_not_split_over_replicas_is_an_error():
 
 
 def test_unknown_strategy_is_an_error():
-    with pytest.raises(ValueError, match="--strategy must be one of"):
+    with pytest.raises(ValueError, match="strategy must be one of"):
         make_strategy("horovod")

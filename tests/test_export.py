@@ -115,16 +115,26 @@ def workdir(tmp_path_factory):
     ))
 
     commands = [line for block in readme_blocks("bash") for line in block.splitlines()
-                if line.startswith("python scripts/export.py")]
+                if line.startswith("simsiam-export ")]
     assert len(commands) == 2, "the README's export commands changed; update this fixture"
     outputs = []
     for command in commands:
-        args = shlex.split(command)[2:]
+        args = shlex.split(command)[1:]
         result = run_cli(args, cwd=root)
         assert result.returncode == 0, result.stderr[-3000:]
         outputs.append(result.stdout)
     return {"root": root, "run": run, "backbone": root / "exported" / "quickstart",
             "classifier": root / "exported" / "quickstart_classifier", "stdout": outputs}
+
+
+def test_benchmark_times_both_formats_of_an_export(workdir, capsys):
+    from simsiam_keras.cli.benchmark import main
+
+    assert main(["export", str(workdir["backbone"]), "--batch-size", "4", "--seconds", "0.2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("export resnet18_cifar at 32px, batch 4")
+    rates = {line.split()[0]: float(line.split()[1]) for line in lines[1:]}
+    assert set(rates) == {"saved_model", "onnx"} and all(rate > 0 for rate in rates.values())
 
 
 def test_backbone_export_matches_keras_at_batch_1_and_7(workdir):
@@ -273,7 +283,7 @@ def test_formats_onnx_writes_only_the_onnx_model(small_backbone, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["onnx_only"]
     assert sorted(os.listdir(tmp_path / "onnx_only")) == ["metadata.json", "model.onnx"]
     assert set(result.metadata["formats"]) == {"onnx"} and "saved_model" not in result.metadata["parity"]
-    with pytest.raises(ValueError, match="--formats"):
+    with pytest.raises(ValueError, match="formats takes"):
         export_lib.export_backbone(small_backbone, tmp_path / "other", formats="onnx,tflite")
 
 

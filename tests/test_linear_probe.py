@@ -18,13 +18,12 @@ from simsiam_keras.augment.crop import eval_view
 from simsiam_keras.config import (
     LARS_MIN_STEPS_PER_EPOCH,
     PAPER_PROBE_BATCH,
+    SimSiamConfig,
     default_linear_eval_recipe,
-    make_config,
     make_linear_eval_config,
 )
 from simsiam_keras.data.eval_splits import eval_data
 from simsiam_keras.data.images import from_arrays
-from simsiam_keras.data.synthetic import make_synthetic
 from simsiam_keras.evaluate.knn import evaluate_knn
 from simsiam_keras.evaluate.linear_probe import (
     NORMALIZE,
@@ -38,34 +37,26 @@ from simsiam_keras.export import export as export_lib
 from simsiam_keras.export.load import load_backbone
 from simsiam_keras.method.model import build_simsiam
 
+# With pytest-xdist, the tests of the shared synthetic run go to one worker (which pretrains it once).
+pytestmark = pytest.mark.xdist_group("synthetic_run")
+
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "linear_eval.py")
 
 
-def pretrain_config(output_dir):
-    # About 100 SimSiam steps at 32 px: the smallest run that reliably lifts the linear probe
-    # clearly above random init (~0.25 vs ~0.15 top-1 here; the 390-step quickstart reaches ~0.55).
-    return make_config("quickstart", backbone_width=8, batch_size=64, base_lr=0.8, epochs=1,
-                       steps_per_epoch=100, knn_every=0, output_dir=str(output_dir))
+@pytest.fixture(scope="module")
+def source(synthetic_run):
+    return synthetic_run.source
 
 
 @pytest.fixture(scope="module")
-def source():
-    return from_arrays("synthetic", **make_synthetic(num_train=2048, num_test=500, image_size=32, seed=0))
-
-
-@pytest.fixture(scope="module")
-def pretrained_run(source, tmp_path_factory):
-    from simsiam_keras.train.pretrain import pretrain
-
-    run = tmp_path_factory.mktemp("run")
-    keras.utils.set_random_seed(0)
-    pretrain(pretrain_config(run), source=source, verbose=0)
-    keras.backend.clear_session()
-    return run
+def pretrained_run(synthetic_run):
+    """The session's short synthetic pretraining (conftest.synthetic_run): its run directory."""
+    return synthetic_run.dir
 
 
 def random_init_backbone(run):
-    config = pretrain_config(run)
+    settings = json.loads((run / "config.json").read_text())
+    config = SimSiamConfig.from_dict({k: v for k, v in settings.items() if k != "data"})
     keras.utils.set_random_seed(config.seed)  # the initialisation the pretrained run started from
     return build_simsiam(config).backbone
 

@@ -217,8 +217,8 @@ def test_decoded_cache_skips_bad_files_once_and_keeps_augmenting(tmp_path):
 
 
 def test_cache_decision():
-    from simsiam_keras.data.pipeline import cache_pays
     from simsiam_keras.data.images import EncodedImages, ImageFiles
+    from simsiam_keras.data.pipeline import cache_pays
 
     class Huge(EncodedImages):
         def __len__(self):

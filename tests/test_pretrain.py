@@ -69,18 +69,10 @@ def test_cli_mistakes_get_one_clear_line(tmp_path, args, message):
     assert not (tmp_path / "run").exists(), "a failed run must not leave a run directory"
 
 
-def test_short_pretraining_raises_knn_accuracy_on_synthetic_data(tmp_path):
-    from simsiam_keras.config import make_config
-    from simsiam_keras.data.images import from_arrays
-    from simsiam_keras.data.synthetic import make_synthetic
-    from simsiam_keras.train.pretrain import pretrain
-
-    source = from_arrays("synthetic", **make_synthetic(num_train=2560, num_test=500, seed=0))
-    config = make_config("quickstart", backbone_width=8, epochs=5, steps_per_epoch=40, knn_every=5,
-                         output_dir=str(tmp_path / "run"))
-    result = pretrain(config, source=source, verbose=0)
-    monitor_start = result.knn_before
-    assert result.history["knn_acc"][-1] > monitor_start + 0.07, (monitor_start, result.history["knn_acc"])
+@pytest.mark.xdist_group("synthetic_run")
+def test_short_pretraining_raises_knn_accuracy_on_synthetic_data(synthetic_run):
+    monitor_start = synthetic_run.knn_before
+    assert synthetic_run.history["knn_acc"][-1] > monitor_start + 0.07, (monitor_start, synthetic_run.history["knn_acc"])
 
 
 @pytest.mark.parametrize("runtime", [

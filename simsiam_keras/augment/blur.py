@@ -18,12 +18,12 @@ def blur_kernel_size(image_size: int, fraction: float) -> int:
 
 
 def gaussian_kernel(sigma: tf.Tensor | float, kernel_size: int) -> tf.Tensor:
-    """Normalised 1-D Gaussian of odd length ``kernel_size``."""
+    """Normalised 1-D Gaussian of odd length ``kernel_size``: [kernel_size], or [N, kernel_size] for [N] sigmas."""
     radius = kernel_size // 2
     x = tf.range(-radius, radius + 1, dtype=tf.float32)
-    sigma = tf.cast(sigma, tf.float32)
+    sigma = tf.cast(sigma, tf.float32)[..., tf.newaxis]
     kernel = tf.exp(-tf.square(x) / (2.0 * tf.square(sigma)))
-    return kernel / tf.reduce_sum(kernel)
+    return kernel / tf.reduce_sum(kernel, axis=-1, keepdims=True)
 
 
 def gaussian_blur(image: tf.Tensor, sigma: tf.Tensor | float, kernel_size: int) -> tf.Tensor:

@@ -88,6 +88,11 @@ def resize_crop(crop: tf.Tensor, size: int) -> tf.Tensor:
     )
 
 
+def to_uint8(image: tf.Tensor) -> tf.Tensor:
+    """A float image in [0, 255] rounded to uint8, as a decoded image is stored."""
+    return tf.saturate_cast(tf.round(image), tf.uint8)
+
+
 def random_flip(image: tf.Tensor, prob: float | tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Horizontal flip with probability ``prob``."""
     return random_apply(tf.image.flip_left_right, prob, image, seed)

@@ -1,7 +1,10 @@
 """One SimSiam view of one image: the whole augmentation recipe of Appendix A, composed.
 
 Works on a single image inside ``tf.data.Dataset.map`` (graph mode), with torchvision's
-semantics and every random parameter drawn per image and per view from a stateless seed.
+semantics and every random parameter drawn per image and per view from a stateless seed. The
+recipe comes in two halves, the crop and the appearance (flip, jitter, grayscale, blur);
+``appearance_batch`` is the second half for a whole batch, for the train step to run on the
+accelerator (``--augment-on device``) with the same draws from the same seeds.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
+from simsiam_keras.augment import batched
 from simsiam_keras.augment.blur import blur_kernel_size, random_gaussian_blur
 from simsiam_keras.augment.colour import color_jitter, random_grayscale
 from simsiam_keras.augment.crop import random_flip, random_resized_crop
@@ -33,10 +37,13 @@ class SimSiamAugment:
         self.blur_kernel_size = blur_kernel_size(self.image_size, self.config.blur_kernel_fraction)
 
     def __call__(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        return self.appearance(self.crop(image, seed), seed)
+
+    def crop(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """The view's random resized crop, float32 (image_size, image_size, 3) in [0, 255]."""
         c = self.config
-        image = tf.cast(image, tf.float32)
-        x = random_resized_crop(image, self.image_size, c.crop_scale, c.crop_ratio, self.crop_seed(seed))
-        return self.appearance(x, seed)
+        return random_resized_crop(tf.cast(image, tf.float32), self.image_size, c.crop_scale, c.crop_ratio,
+                                   self.crop_seed(seed))
 
     @staticmethod
     def crop_seed(seed: tf.Tensor) -> tf.Tensor:
@@ -61,6 +68,18 @@ class SimSiamAugment:
             x = random_gaussian_blur(x, c.blur_prob, c.blur_sigma, self.blur_kernel_size, blur_seed)
         x = tf.clip_by_value(x * 255.0, 0.0, 255.0)
         return tf.ensure_shape(x, (self.image_size, self.image_size, 3))
+
+    def appearance_batch(self, views: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
+        """`appearance` of each view of an [N, image_size, image_size, 3] batch (uint8 or float in [0, 255]).
+
+        Row i of [N, 2] `seeds` is view i's seed; each view gets the draws `appearance(views[i],
+        seeds[i])` gets (`batched.sample_appearance`). Batched ops only (`augment.batched`), for
+        the train step to run on whatever device runs it.
+        """
+        x = tf.ensure_shape(tf.cast(views, tf.float32), (None, self.image_size, self.image_size, 3)) / 255.0
+        params = batched.sample_appearance(self.config, seeds)
+        x = batched.apply_appearance(x, params, self.config, self.blur_kernel_size)
+        return tf.clip_by_value(x * 255.0, 0.0, 255.0)
 
     def get_config(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "config": dataclasses.asdict(self.config)}

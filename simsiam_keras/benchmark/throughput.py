@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import onnxruntime
 import tensorflow as tf
 
 from simsiam_keras.augment.crop import random_resized_crop, resize_crop
 from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.benchmark import torch_peer
-from simsiam_keras.config import BENCHMARK_BATCH_SIZE, check_config, make_config
-from simsiam_keras.data.pipeline import check_batch_fits, two_view_dataset
+from simsiam_keras.config import AUGMENT_ON, BENCHMARK_BATCH_SIZE, check_config, make_config
+from simsiam_keras.data.pipeline import check_augment_on, check_batch_fits, two_view_dataset
 from simsiam_keras.data.synthetic import make_synthetic
+from simsiam_keras.export import export
 from simsiam_keras.nets.backbone import check_backbone
 from simsiam_keras.train.distribute import check_batch_size, make_strategy
 from simsiam_keras.train.pretrain import build_compiled_model
@@ -99,17 +103,20 @@ def train_throughput(
     threads: int | None = None,
     steps_per_execution: int = 1,
     jit_compile: bool = False,
+    augment_on: str = "host",
 ) -> dict[str, Any]:
     """SimSiam training images per second (one image = two views) on random in-memory data, and
     the host memory the run took (see HostMemory).
 
     Unset model settings come from the preset (cifar: resnet18_cifar at 32 px; imagenet:
-    resnet50 at 224 px; width 64) and the batch from BENCHMARK_BATCH_SIZE. Everything is
-    checked before the model is built. `peer="torch"` times the same step in PyTorch
+    resnet50 at 224 px; width 64) and the batch from BENCHMARK_BATCH_SIZE. `peer="torch"` times the same step in PyTorch
     (torch_peer.TorchStep) alternately with ours, `rounds` times each (default 2 with a peer,
     else 1), both on `threads` threads (default: TensorFlow's intra-op thread count); the
     rates are the best round of each, and `ratio` is ours over the peer's. `steps_per_execution`
-    and `jit_compile` are the pretraining run's settings of the same names.
+    and `jit_compile` are the pretraining run's settings of the same names. With
+    `augment_on="device"` the step gets uint8 crops and view seeds and draws the views'
+    appearance itself, as a `--augment-on device` run's does. Everything is checked before the
+    model is built.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -128,8 +135,10 @@ def train_throughput(
         preset, backbone=backbone, backbone_width=backbone_width, image_size=image_size,
         batch_size=batch_size if batch_size is not None else BENCHMARK_BATCH_SIZE[preset],
         mixed_precision=mixed_precision, steps_per_execution=steps_per_execution, jit_compile=jit_compile,
+        augment_on=augment_on,
     ))
     check_backbone(config.backbone, config.image_size, config.backbone_width)
+    check_augment_on(augment_on)
     for name, count in (("steps", steps), ("warmup_steps", warmup_steps)):
         if count % steps_per_execution:
             raise ValueError(f"steps_per_execution {steps_per_execution} must divide {name} {count}")
@@ -143,8 +152,13 @@ def train_throughput(
         check_batch_size(batch, distribution.num_replicas_in_sync)
         model = build_compiled_model(config, distribution, steps_per_epoch=steps)
         rng = np.random.default_rng(0)
-        views = tuple(rng.random((batch, size, size, 3), dtype=np.float32) * 255 for _ in range(2))
-        data = tf.data.Dataset.from_tensors(views).repeat()
+        if augment_on == "device":
+            crops = tuple(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8) for _ in range(2))
+            data = tf.data.Dataset.from_tensors((crops, tuple(rng.integers(0, 2**31, (batch, 2)) for _ in range(2))))
+        else:
+            views = tuple(rng.random((batch, size, size, 3), dtype=np.float32) * 255 for _ in range(2))
+            data = tf.data.Dataset.from_tensors(views)
+        data = data.repeat()
 
         def ours(count: int) -> float:
             start = time.perf_counter()
@@ -164,6 +178,7 @@ def train_throughput(
     best = max(rates)
     return {
         "backbone": config.backbone,
+        "augment_on": augment_on,
         "backbone_width": config.backbone_width,
         "image_size": size,
         "batch_size": batch,
@@ -207,13 +222,72 @@ def set_threads(threads: int | None = None) -> int:
 
 
 def _pairs_per_second(dataset: tf.data.Dataset, batch_size: int, batches: int, warmup: int) -> float:
+    return _rates(dataset, batch_size, batches, warmup)[0]
+
+
+def _rates(dataset: tf.data.Dataset, batch_size: int, batches: int, warmup: int) -> tuple[float, float]:
+    """(pairs per second, pairs per CPU-second of this process) over `batches` batches after `warmup`."""
     iterator = iter(dataset)
     for _ in range(warmup):
         next(iterator)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(batches):
         next(iterator)
-    return batches * batch_size / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    del iterator  # stops its prefetching threads before anything else is measured
+    return batches * batch_size / wall, batches * batch_size / cpu
+
+
+def augment_on_throughput(
+    images: np.ndarray | list[str], preset: str, image_size: int, batch_size: int, batches: int = 10,
+    warmup: int = 2, rounds: int = 3,
+) -> dict[str, Any]:
+    """The input pipeline's CPU-side rate with `--augment-on host` and `device`, measured alternately in this process.
+
+    Host: the whole recipe on the CPU (float32 views). Device: decode, crop and resize only
+    (uint8 crops and view seeds); the rest runs in the train step. Each of `rounds` rounds
+    times each mode on a fresh iterator. Per mode, the medians over the rounds of the pairs of
+    views per second, and of the pairs per CPU-second: per second of CPU time the pipeline used
+    (all its threads), which is what each core of a host delivers when the pipeline has the host
+    to itself, and on a shared machine what it would deliver. `device/host` is the ratio of the
+    latter.
+    """
+    augment = SimSiamAugment(image_size, make_config(preset, image_size=image_size).augment)
+    measured: dict[str, list[tuple[float, float]]] = {mode: [] for mode in AUGMENT_ON}
+    for _ in range(rounds):
+        for mode in AUGMENT_ON:
+            dataset = two_view_dataset(images, augment, batch_size, augment_on=mode)
+            measured[mode].append(_rates(dataset, batch_size, batches, warmup))
+    result: dict[str, Any] = {
+        mode: {
+            "pairs_per_second": float(np.median([wall for wall, _ in rates])),
+            "pairs_per_cpu_second": float(np.median([cpu for _, cpu in rates])),
+        }
+        for mode, rates in measured.items()
+    }
+    result["device/host"] = result["device"]["pairs_per_cpu_second"] / result["host"]["pairs_per_cpu_second"]
+    return result
+
+
+def device_augment_cost(preset: str, image_size: int, batch_size: int, repeats: int = 3) -> dict[str, float]:
+    """What `--augment-on device` adds to a train step of `batch_size` pairs: the appearance of its 2 x batch
+    views, XLA-compiled as the step runs it, on this process's default device (milliseconds, best of `repeats`).
+    """
+    augment = SimSiamAugment(image_size, make_config(preset, image_size=image_size).augment)
+    rng = np.random.default_rng(0)
+    crops = tf.constant(rng.integers(0, 256, (2 * batch_size, image_size, image_size, 3), dtype=np.uint8))
+    view_seeds = tf.constant(rng.integers(0, 2**31, (2 * batch_size, 2)))
+    appearance = tf.function(augment.appearance_batch, jit_compile=True)
+    start = time.perf_counter()
+    appearance(crops, view_seeds).numpy()
+    compile_seconds = time.perf_counter() - start
+    walls, cpus = [], []
+    for _ in range(repeats):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        appearance(crops, view_seeds).numpy()
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu_start)
+    return {"ms_per_step": 1000 * min(walls), "cpu_ms_per_step": 1000 * min(cpus), "compile_seconds": compile_seconds}
 
 
 def _stage_views(augment: SimSiamAugment) -> dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]]:
@@ -245,7 +319,7 @@ def input_throughput_arrays(
     """Pairs of views per second from in-memory uint8 images, per cumulative stage of the recipe."""
     config = make_config(preset, image_size=image_size)
     augment = SimSiamAugment(image_size, config.augment)
-    images = np.random.default_rng(0).integers(0, 256, (num_images, image_size, image_size, 3), dtype=np.uint8)
+    images = _random_images(num_images, image_size)
     return {
         stage: _pairs_per_second(two_view_dataset(images, view, batch_size), batch_size, batches, warmup)
         for stage, view in _stage_views(augment).items()
@@ -304,16 +378,19 @@ def input_throughput_files(
 
 def input_benchmark(
     batch_size: int = 256, batches: int = 20, backbone_width: int = 64, jpeg_dir: str = "/tmp/simsiam_benchmark_jpegs",
-    jpeg_batch_size: int = 64, train_batch_size: int = 32,
-) -> dict[str, dict[str, float]]:
+    jpeg_batch_size: int = 64, train_batch_size: int = 32, rounds: int = 3,
+) -> dict[str, dict[str, Any]]:
     """Both input cases of `benchmark.py input`, each with the train-step rate of its preset (pairs/s).
 
     (a) in-memory 32x32 arrays, cifar preset, against resnet18_cifar; (b) a folder of JPEGs at
     224 (2,000 images of 500x375 are generated in `jpeg_dir` if it has none), imagenet preset,
-    against resnet50. The arguments are checked before anything is measured or written.
+    against resnet50. Each case has its rates per stage of the recipe, the train step's rate,
+    `augment_on`: host against device mode, measured alternately (`augment_on_throughput`), and
+    `device augmentation`: what device mode adds to its train step (`device_augment_cost`). The
+    arguments are checked before anything is measured or written.
     """
     sizes = {"batch_size": batch_size, "batches": batches, "backbone_width": backbone_width,
-             "jpeg_batch_size": jpeg_batch_size, "train_batch_size": train_batch_size}
+             "jpeg_batch_size": jpeg_batch_size, "train_batch_size": train_batch_size, "rounds": rounds}
     for name, value in sizes.items():
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
@@ -321,15 +398,73 @@ def input_benchmark(
         raise NotADirectoryError(f"jpeg_dir {jpeg_dir} exists and is not a folder")
     files = sorted(os.path.join(jpeg_dir, f) for f in os.listdir(jpeg_dir)) if os.path.isdir(jpeg_dir) else []
     check_batch_fits(len(files) or JPEG_FOLDER_SIZE, jpeg_batch_size)
-    arrays = input_throughput_arrays("cifar", 32, batch_size=batch_size, batches=batches)
-    arrays["train step"] = train_throughput("resnet18_cifar", backbone_width, 32, batch_size, preset="cifar")[
-        "images_per_second"]
-    files = files or write_jpeg_folder(jpeg_dir, JPEG_FOLDER_SIZE)
-    jpegs = input_throughput_files(files, "imagenet", 224, jpeg_batch_size, batches=max(3, batches // 4))
-    jpegs["train step"] = train_throughput("resnet50", backbone_width, 224, train_batch_size, steps=3, warmup_steps=1,
-                                           preset="imagenet")["images_per_second"]
-    return {
-        f"(a) in-memory 32x32 arrays, cifar preset, batch {batch_size}; train step resnet18_cifar width {backbone_width}": arrays,
-        f"(b) folder of {len(files)} JPEGs at 224, imagenet preset, batch {jpeg_batch_size}; "
-        f"train step resnet50 width {backbone_width} batch {train_batch_size}": jpegs,
+    arrays = _random_images(10000, 32)
+    cases: dict[str, dict[str, Any]] = {}
+    cases[f"(a) in-memory 32x32 arrays, cifar preset, batch {batch_size}; "
+          f"train step resnet18_cifar width {backbone_width}"] = {
+        "preset": "cifar",
+        "stages": input_throughput_arrays("cifar", 32, batch_size=batch_size, batches=batches),
+        "train step": train_throughput("resnet18_cifar", backbone_width, 32, batch_size,
+                                       preset="cifar")["images_per_second"],
+        "train batch": batch_size,
+        "augment_on": augment_on_throughput(arrays, "cifar", 32, batch_size, batches, rounds=rounds),
+        "device augmentation": device_augment_cost("cifar", 32, batch_size),
     }
+    files = files or write_jpeg_folder(jpeg_dir, JPEG_FOLDER_SIZE)
+    jpeg_batches = max(3, batches // 4)
+    cases[f"(b) folder of {len(files)} JPEGs at 224, imagenet preset, batch {jpeg_batch_size}; "
+          f"train step resnet50 width {backbone_width} batch {train_batch_size}"] = {
+        "preset": "imagenet",
+        "stages": input_throughput_files(files, "imagenet", 224, jpeg_batch_size, batches=jpeg_batches),
+        "train step": train_throughput("resnet50", backbone_width, 224, train_batch_size, steps=3, warmup_steps=1,
+                                       preset="imagenet")["images_per_second"],
+        "train batch": train_batch_size,
+        "augment_on": augment_on_throughput(files, "imagenet", 224, jpeg_batch_size, jpeg_batches, rounds=rounds),
+        "device augmentation": device_augment_cost("imagenet", 224, train_batch_size),
+    }
+    return cases
+
+
+def _random_images(count: int, size: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+
+
+def _images_per_second(run: Callable[[], Any], batch: int, min_seconds: float, min_repeats: int) -> float:
+    run()  # warm-up: graph tracing, session initialisation
+    repeats, start = 0, time.perf_counter()
+    while repeats < min_repeats or time.perf_counter() - start < min_seconds:
+        run()
+        repeats += 1
+    return repeats * batch / (time.perf_counter() - start)
+
+
+def export_throughput(
+    export_dir: str | Path, batch_size: int = 64, min_seconds: float = 5.0, min_repeats: int = 3
+) -> dict[str, Any]:
+    """Inference throughput (images/s) of an export's SavedModel and ONNX model on this machine.
+
+    Both run on the CPU with their default thread pools on the same fixed batch; the first
+    call of each is a warm-up and is not timed.
+    """
+    folder = Path(export_dir)
+    if not (folder / export.METADATA).is_file():
+        raise FileNotFoundError(f"export_dir {folder}: no {export.METADATA} (not a folder simsiam-export wrote)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    metadata = json.loads((folder / export.METADATA).read_text())
+    size = metadata["image_size"]
+    images = np.random.default_rng(0).uniform(0, 255, (batch_size, size, size, 3)).astype(np.float32)
+    figures: dict[str, Any] = {"batch": batch_size, "image_size": size, "backbone": metadata.get("backbone"),
+                               "cpu_count": os.cpu_count()}
+    if (folder / export.SAVED_MODEL_DIR).is_dir():
+        signature = tf.saved_model.load(str(folder / export.SAVED_MODEL_DIR)).signatures[export.SIGNATURE]
+        tensor = tf.constant(images)
+        figures["saved_model_images_per_s"] = _images_per_second(
+            lambda: signature(**{export.INPUT_NAME: tensor}), batch_size, min_seconds, min_repeats
+        )
+    if (folder / export.ONNX_FILE).is_file():
+        session = onnxruntime.InferenceSession(str(folder / export.ONNX_FILE), providers=["CPUExecutionProvider"])
+        figures["onnx_images_per_s"] = _images_per_second(
+            lambda: session.run(None, {export.INPUT_NAME: images}), batch_size, min_seconds, min_repeats
+        )
+    return figures

@@ -3,12 +3,16 @@
     simsiam-benchmark train                      # cifar preset: resnet18_cifar width 64, 32 px, batch 256
     simsiam-benchmark train --preset imagenet    # imagenet preset: resnet50 width 64, 224 px, batch 32
     simsiam-benchmark train --backbone-width 16 --peer torch   # vs the same step in PyTorch
+    simsiam-benchmark train --augment-on device  # the step draws flip, jitter, grayscale and blur itself
     simsiam-benchmark input --backbone-width 16
+    simsiam-benchmark export exported/quickstart          # SavedModel vs ONNX Runtime inference
 
 `train` prints images/s and the peak host memory (RSS) of the run; run one preset per command,
 since a process's memory high-water mark is its own. `--peer torch` (needs `pip install -e .[torch]`)
 times the same SimSiam step in PyTorch alternately with ours, on the same number of threads, and
-prints both rates and their ratio.
+prints both rates and their ratio. `input` prints, for each preset, the input
+pipeline's pairs of views/s per stage, the train step's, host against device augmentation
+measured alternately, and what device augmentation adds to the train step.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import argparse
 import os
 import sys
 
-from simsiam_keras.benchmark.throughput import input_benchmark, train_throughput
+from simsiam_keras.benchmark.throughput import export_throughput, input_benchmark, train_throughput
 from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
-from simsiam_keras.config import BENCHMARK_BATCH_SIZE
+from simsiam_keras.config import AUGMENT_ON, BENCHMARK_BATCH_SIZE
 from simsiam_keras.train.distribute import STRATEGIES
 from simsiam_keras.train.pretrain import MIXED_PRECISION
 
@@ -45,6 +49,8 @@ def build_parser() -> ArgumentParser:
     train.add_argument("--peer", choices=("torch",), help="also time the same step in PyTorch, alternately with ours")
     train.add_argument("--rounds", type=int, help="timed rounds of --steps steps each (default 2 with --peer, else 1)")
     train.add_argument("--threads", type=int, help="intra-op threads for TensorFlow and the peer (default: TensorFlow's)")
+    train.add_argument("--augment-on", default="host", choices=AUGMENT_ON,
+                       help="device: the step gets uint8 crops and seeds and applies flip, jitter, grayscale and blur")
     source = commands.add_parser("input", help="pairs of views/s from the input pipeline, per stage, vs the train step")
     source.add_argument("--batch-size", type=int, default=256)
     source.add_argument("--batches", type=int, default=20)
@@ -53,6 +59,12 @@ def build_parser() -> ArgumentParser:
                         help="folder of JPEGs for case (b); 2,000 images of 500x375 are generated there if it is empty")
     source.add_argument("--jpeg-batch-size", type=int, default=64)
     source.add_argument("--train-batch-size", type=int, default=32, help="batch of the resnet50 train step in case (b)")
+    served = commands.add_parser("export", help="inference images/s of an export's SavedModel and ONNX model")
+    served.add_argument("export_dir", metavar="EXPORT_DIR", help="a folder simsiam-export wrote")
+    served.add_argument("--batch-size", type=int, default=64)
+    served.add_argument("--seconds", type=float, default=5.0, help="time each format for at least this long")
+    source.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of host and device augmentation; the medians are reported")
     return parser
 
 
@@ -60,14 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     try:
-        if args.pop("command") == "input":
+        command = args.pop("command")
+        if command == "input":
             return report_input(**args)
+        if command == "export":
+            return report_export(**args)
         result = train_throughput(**args)
     except USER_ERRORS as error:
         return parser.report(error)
     print(
         f"train {result['backbone']} width {result['backbone_width']} {result['image_size']}px "
-        f"batch {result['batch_size']}: {result['images_per_second']:.1f} images/s "
+        f"batch {result['batch_size']}, augment on {result['augment_on']}: {result['images_per_second']:.1f} images/s "
         f"({result['seconds_per_step'] * 1000:.0f} ms/step, {result['parameters'] / 1e6:.2f}M backbone parameters)"
     )
     if result["peer"]:
@@ -97,16 +112,40 @@ def memory_line(result: dict) -> str:
             f"(weights, optimizer state, data, activations, TensorFlow's runtime)")
 
 
+def report_export(export_dir: str, batch_size: int, seconds: float) -> int:
+    figures = export_throughput(export_dir, batch_size, min_seconds=seconds)
+    print(f"export {figures['backbone']} at {figures['image_size']}px, batch {figures['batch']}, "
+          f"{figures['cpu_count']} CPUs:")
+    for fmt in ("saved_model", "onnx"):
+        if f"{fmt}_images_per_s" in figures:
+            print(f"  {fmt:<12} {figures[f'{fmt}_images_per_s']:8.1f} images/s")
+    return 0
+
+
 def report_input(**kwargs) -> int:
     cores = os.cpu_count() or 1
-    for title, rates in input_benchmark(**kwargs).items():
-        train = rates.pop("train step")
+    for title, case in input_benchmark(**kwargs).items():
         print(f"input {title}, {cores} cores:")
-        for stage, rate in rates.items():
+        for stage, rate in case["stages"].items():
             print(f"  {stage:<12} {rate:9.1f} pairs/s  {rate / cores:8.1f} pairs/s per core")
-        streamed = [rate for stage, rate in rates.items() if stage != "cached"][-1]
+        streamed = [rate for stage, rate in case["stages"].items() if stage != "cached"][-1]
+        train = case["train step"]
         slower = "input pipeline" if streamed < train else "train step"
         print(f"  train step   {train:9.1f} pairs/s -> bottleneck: {slower}")
+        modes = case["augment_on"]
+        print(f"  --augment-on host vs device, alternating, median of {kwargs.get('rounds', 3)} rounds "
+              f"(per core: pairs per CPU-second of the pipeline):")
+        for mode in ("host", "device"):
+            print(f"    {mode:<10} {modes[mode]['pairs_per_second']:9.1f} pairs/s  "
+                  f"{modes[mode]['pairs_per_cpu_second']:8.1f} pairs/s per core")
+        cost, pairs = case["device augmentation"], case["train batch"]
+        step_ms = 1000 * pairs / train
+        print(f"  device augmentation in the train step: {cost['ms_per_step']:.0f} ms per step of {pairs} pairs "
+              f"({cost['cpu_ms_per_step']:.0f} ms of CPU time), {100 * cost['ms_per_step'] / step_ms:.2g}% "
+              f"of the {step_ms:.0f} ms step (XLA, compiled once in {cost['compile_seconds']:.0f} s)")
+        host, device = modes["host"]["pairs_per_cpu_second"], modes["device"]["pairs_per_cpu_second"]
+        print(f"  {case['preset']}: host {host:.1f}, device {device:.1f} pairs/s per core; "
+              f"device/host: {modes['device/host']:.1f}x")
     return 0
 
 

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(parser, argv)
     try:
         if os.path.exists(args.output) and not args.overwrite:
-            raise FileExistsError(f"output {args.output} already exists; pass --overwrite to replace it")
+            raise FileExistsError(f"output {args.output} already exists; pass `overwrite` to replace it")
         (_from_torch if args.from_torch else _to_torch)(args)
     except USER_ERRORS as error:
         return parser.report(error)

@@ -2,8 +2,8 @@
 
 argparse prints the whole usage block before its message, and a library error can span
 several lines (Keras' safe-mode refusal does); both become one line here. The library names
-the argument a mistake is in (`batch_size 7 does not divide ...`); the command says the flag
-instead (`--batch-size 7 does not divide ...`). Flags must be spelled out: abbreviations are
+the argument a mistake is in (`batch_size 7 does not divide ...`, or quoted later in the
+message); the command says the flag instead (`--batch-size 7 does not divide ...`). Flags must be spelled out: abbreviations are
 refused, so `--epoch 3` is an unknown flag rather than a silent `--epochs 3`, and adding a
 flag later cannot change what an old command means.
 """
@@ -53,5 +53,7 @@ class ArgumentParser(argparse.ArgumentParser):
         flag = self.flag_of(leading.group()) if leading else None
         if flag is not None:
             message = flag + message[leading.end():]
+        # Arguments named inside the message are quoted: `overwrite` -> --overwrite.
+        message = re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: self.flag_of(m.group(1)) or m.group(0), message)
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
-from simsiam_keras.config import CACHE_DECODED, PRESETS, make_config
+from simsiam_keras.config import AUGMENT_ON, CACHE_DECODED, PRESETS, make_config
 from simsiam_keras.method.loss import SIMILARITIES
 from simsiam_keras.train.distribute import STRATEGIES
 from simsiam_keras.train.divergence import DivergenceError
@@ -25,6 +25,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--cache-decoded", choices=CACHE_DECODED,
                    help="keep decoded images in memory after epoch 1 (auto: when a folder fits in 2 GB)")
     p.add_argument("--data-service", help="grpc://HOST:PORT of a tf.data service dispatcher to run the input pipeline")
+    p.add_argument("--augment-on", choices=AUGMENT_ON,
+                   help="where flip, colour jitter, grayscale and blur run: host (the input pipeline, the default) "
+                        "or device (the train step, on its GPU/TPU; the CPUs only decode and crop)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="paper recipe to start from (default: quickstart for synthetic data, imagenet otherwise)")
     p.add_argument("--backbone", help="resnet50, resnet18_cifar or a keras.applications name")

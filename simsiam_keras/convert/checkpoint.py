@@ -360,7 +360,7 @@ class Conversion:
 
 def _check_output(output: Path, overwrite: bool, folder: bool) -> None:
     if output.exists() and not overwrite:
-        raise FileExistsError(f"output {output} already exists; pass overwrite=True to replace it")
+        raise FileExistsError(f"output {output} already exists; pass `overwrite` to replace it")
     if output.exists() and output.is_dir() != folder:
         raise FileExistsError(f"output {output} exists and is not a {'folder' if folder else 'file'}")
 

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from simsiam_keras.augment.crop import eval_view, sample_crop_box
+from simsiam_keras.augment.crop import eval_view, sample_crop_box, to_uint8
 
 __all__ = ["decode_and_random_crop", "decode_eval_view", "decode_image", "is_jpeg"]
 
@@ -203,4 +203,4 @@ def decode_eval_view(data: tf.Tensor, image_size: int, resize_ratio: float) -> t
     """
     image, ok = decode_image(data)
     view = eval_view(image, image_size, resize_ratio)
-    return tf.cast(tf.clip_by_value(tf.round(view), 0, 255), tf.uint8), ok
+    return to_uint8(view), ok

@@ -14,9 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from simsiam_keras.augment.crop import resize_crop
+from simsiam_keras.augment.crop import resize_crop, to_uint8
 from simsiam_keras.augment.recipe import SimSiamAugment
-from simsiam_keras.config import CACHE_DECODED, DATA_MEMORY_BUDGET_BYTES
+from simsiam_keras.config import AUGMENT_ON, CACHE_DECODED, DATA_MEMORY_BUDGET_BYTES
 from simsiam_keras.data.decode import decode_and_random_crop, decode_image
 from simsiam_keras.data.images import EncodedImages, ImageFiles
 
@@ -52,14 +52,22 @@ class SkippedFiles(keras.callbacks.Callback):
             self.count.assign(0)
 
 
-def _encoded_views(augment: Callable) -> Callable:
+def _views(augment: Callable, augment_on: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """`(decoded image, seed) -> view`: the whole augmentation, or only its crop, as uint8, for the device."""
+    if augment_on == "device":
+        return lambda image, seed: to_uint8(augment.crop(image, seed))
+    return as_view_fn(augment)
+
+
+def _encoded_views(augment: Callable, augment_on: str) -> Callable:
     """`(encoded image, seed) -> (view, ok)`: crop-before-decode for SimSiamAugment, else a full decode."""
     if isinstance(augment, SimSiamAugment):
         c = augment.config
 
         def view(data, seed):
             crop, ok = decode_and_random_crop(data, c.crop_scale, c.crop_ratio, augment.crop_seed(seed))
-            return augment.appearance(resize_crop(crop, augment.image_size), seed), ok
+            crop = resize_crop(crop, augment.image_size)
+            return (to_uint8(crop) if augment_on == "device" else augment.appearance(crop, seed)), ok
 
         return view
     apply = as_view_fn(augment)
@@ -90,6 +98,7 @@ def two_view_dataset(
     reproducible: bool = True,
     skip_batches: int = 0,
     image_ids: bool = False,
+    augment_on: str = "host",
 ) -> tf.data.Dataset:
     """Batches of (view1, view2), float32 in [0, 255], from uint8 NHWC images or encoded images.
 
@@ -107,9 +116,17 @@ def two_view_dataset(
     uninterrupted run sees. Streamed images would have to be read to be skipped, so a resumed
     stream restarts at the interrupted pass over the data, shuffled under a seed of its own,
     and skips within that pass only (at most one pass of reads); dropped undecodable files
-    count in the skip. `image_ids` adds a third element, each image's int64 index in `images`
-    (a target bank's row, Sec. 5.2): (view1, view2, image_id).
+    count in the skip.
+
+    `image_ids` adds each image's int64 index in `images` (a target bank's row, Sec. 5.2) as the
+    batches' last element: (view1, view2, image_id).
+
+    `augment_on="device"` leaves the views' appearance (flip, jitter, grayscale, blur) to the
+    train step: the pipeline only decodes and crops, and its batches are ((view1, view2),
+    (seeds1, seeds2)[, image_id]): uint8 crops and each view's [2] seed, for
+    `SimSiamAugment.appearance_batch` (`augment` must be a SimSiamAugment).
     """
+    check_augment_on(augment_on, augment)
     num_shards, index = shard
     if not isinstance(images, (np.ndarray, EncodedImages)):
         images = ImageFiles(list(images))
@@ -125,12 +142,12 @@ def two_view_dataset(
     if isinstance(images, np.ndarray):
         ds = tf.data.Dataset.from_tensor_slices((images, np.arange(len(images))) if image_ids else images)
         ds = reshuffled(ds.shard(num_shards, index))
-        view = as_view_fn(augment)
+        view = _views(augment, augment_on)
     elif cache_decoded:
         ds = images.dataset(num_shards, index, seed, shuffle=False, **with_ids)
         ds = _count_and_drop_bad(ds.map(_decoded, num_parallel_calls=AUTOTUNE), skipped).cache()
         ds = reshuffled(ds)
-        view = as_view_fn(augment)
+        view = _views(augment, augment_on)
     else:
         ds = images.dataset(num_shards, index, seed, shuffle, **with_ids)
         pass_size = tf.get_static_value(ds.cardinality())
@@ -152,14 +169,18 @@ def two_view_dataset(
             element_seed = tf.random.experimental.stateless_fold_in(element_seed, clock)
         return tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
 
+    def pair(view1, view2, seed1, seed2, image_id):
+        views = ((view1, view2), (seed1, seed2)) if augment_on == "device" else (view1, view2)
+        return (*views, image_id) if image_ids else views
+
     if view is None:
-        encoded_view = _encoded_views(augment)
+        encoded_view = _encoded_views(augment, augment_on)
 
         def encoded_two_views(element, element_seed):
             data, image_id = element if image_ids else (element, None)
             seed1, seed2 = split(element_seed)
             (view1, ok1), (view2, ok2) = encoded_view(data, seed1), encoded_view(data, seed2)
-            return ((view1, view2, image_id) if image_ids else (view1, view2)), ok1 & ok2
+            return pair(view1, view2, seed1, seed2, image_id), ok1 & ok2
 
         ds = ds.map(encoded_two_views, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         ds = _count_and_drop_bad(ds, skipped)
@@ -168,8 +189,7 @@ def two_view_dataset(
             image, image_id = element if image_ids else (element, None)
             image = tf.cast(image, tf.float32)
             seed1, seed2 = split(element_seed)
-            views = view(image, seed1), view(image, seed2)
-            return (*views, image_id) if image_ids else views
+            return pair(view(image, seed1), view(image, seed2), seed1, seed2, image_id)
 
         ds = ds.map(two_views, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
@@ -190,6 +210,16 @@ def _count_and_drop_bad(ds: tf.data.Dataset, skipped: SkippedFiles | None) -> tf
         return ok
 
     return ds.filter(keep).map(lambda value, ok: value)
+
+
+def check_augment_on(augment_on: str, augment: Callable | None = None) -> None:
+    """Raises ValueError unless `augment_on` is `host` or `device`, and `device` has a SimSiamAugment to split."""
+    if augment_on not in AUGMENT_ON:
+        raise ValueError(f"augment_on must be one of {', '.join(AUGMENT_ON)}, got {augment_on!r}")
+    if augment_on == "device" and augment is not None and not isinstance(augment, SimSiamAugment):
+        raise ValueError(
+            f"augment_on device needs a SimSiamAugment, whose appearance the train step applies; got {augment!r}"
+        )
 
 
 def cache_pays(images: np.ndarray | EncodedImages, setting: str = "auto") -> bool:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from simsiam_keras.method.optimizers import momentum_update
+
 
 @keras.saving.register_keras_serializable(package="simsiam_keras")
 class LARS(keras.optimizers.Optimizer):
@@ -74,9 +76,8 @@ class LARS(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         learning_rate = ops.cast(learning_rate, variable.dtype)
         gradient = self.adapted_gradient(ops.cast(gradient, variable.dtype), variable)
-        buf = self.momentums[self._get_variable_index(variable)]
-        self.assign(buf, ops.cast(self.momentum, variable.dtype) * buf + gradient)
-        self.assign_sub(variable, learning_rate * buf)
+        momentum_update(self, variable, self.momentums[self._get_variable_index(variable)], gradient, learning_rate,
+                        self.momentum)
 
     def get_config(self) -> dict:
         config = super().get_config()

@@ -309,7 +309,7 @@ def check_target(output_dir: str | Path, overwrite: bool = False) -> Path:
     """The export folder, refused if it exists and `overwrite` is not set (checked before any work)."""
     target = Path(output_dir)
     if target.exists() and not overwrite:
-        raise FileExistsError(f"output {target} already exists; pass overwrite to replace it")
+        raise FileExistsError(f"output {target} already exists; pass `overwrite` to replace it")
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"output {target} exists and is not a folder")
     return target
@@ -500,42 +500,3 @@ def export_checkpoint(
 
 
 # -- measurement ---------------------------------------------------------------------------
-
-
-def _images_per_second(run: Callable[[], Any], batch: int, min_seconds: float, min_repeats: int) -> float:
-    run()  # warm-up: graph tracing, session initialisation
-    repeats, start = 0, time.perf_counter()
-    while repeats < min_repeats or time.perf_counter() - start < min_seconds:
-        run()
-        repeats += 1
-    return repeats * batch / (time.perf_counter() - start)
-
-
-def onnx_vs_savedmodel_throughput(
-    export_dir: str | Path, batch: int = 64, min_seconds: float = 5.0, min_repeats: int = 3
-) -> dict[str, Any]:
-    """Inference throughput (images/s) of an export's SavedModel and ONNX model on this machine.
-
-    Both run on the CPU with their default thread pools on the same fixed batch; the first
-    call of each is a warm-up and is not timed.
-    """
-    import onnxruntime
-
-    folder = Path(export_dir)
-    metadata = json.loads((folder / METADATA).read_text())
-    size = metadata["image_size"]
-    images = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
-    figures: dict[str, Any] = {"batch": batch, "image_size": size, "backbone": metadata.get("backbone"),
-                               "cpu_count": os.cpu_count()}
-    if (folder / SAVED_MODEL_DIR).is_dir():
-        signature = tf.saved_model.load(str(folder / SAVED_MODEL_DIR)).signatures[SIGNATURE]
-        tensor = tf.constant(images)
-        figures["saved_model_images_per_s"] = _images_per_second(
-            lambda: signature(**{INPUT_NAME: tensor}), batch, min_seconds, min_repeats
-        )
-    if (folder / ONNX_FILE).is_file():
-        session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
-        figures["onnx_images_per_s"] = _images_per_second(
-            lambda: session.run(None, {INPUT_NAME: images}), batch, min_seconds, min_repeats
-        )
-    return figures

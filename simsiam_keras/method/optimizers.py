@@ -30,23 +30,30 @@ class TorchSGD(keras.optimizers.SGD):
         gradient = ops.cast(gradient, variable.dtype)
         if self.l2:
             gradient = gradient + ops.cast(self.l2, variable.dtype) * variable
-        if self.momentum and keras.backend.backend() == "tensorflow" and not isinstance(gradient, tf.IndexedSlices):
-            # TF's momentum kernel is torch's update in one op: buf = momentum * buf + g; w -= lr * buf.
-            buf = self.momentums[self._get_variable_index(variable)]
-            tf.raw_ops.ResourceApplyMomentum(
-                var=_handle(variable), accum=_handle(buf), lr=learning_rate, grad=gradient,
-                momentum=tf.cast(self.momentum, variable.dtype), use_locking=False, use_nesterov=False,
-            )
-            return
         if self.momentum == 0:
             self.assign_sub(variable, learning_rate * gradient)
             return
-        buf = self.momentums[self._get_variable_index(variable)]
-        self.assign(buf, ops.cast(self.momentum, variable.dtype) * buf + gradient)
-        self.assign_sub(variable, learning_rate * buf)
+        momentum_update(self, variable, self.momentums[self._get_variable_index(variable)], gradient, learning_rate,
+                        self.momentum)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "l2": self.l2}
+
+
+def momentum_update(optimizer: keras.optimizers.Optimizer, variable, buf, gradient, learning_rate,
+                    momentum: float) -> None:
+    """torch.optim.SGD's momentum step: buf = momentum * buf + g; w -= lr * buf (g already decayed).
+
+    On TensorFlow it is one kernel, ResourceApplyMomentum, which computes exactly this.
+    """
+    if keras.backend.backend() == "tensorflow" and not isinstance(gradient, tf.IndexedSlices):
+        tf.raw_ops.ResourceApplyMomentum(
+            var=_handle(variable), accum=_handle(buf), lr=learning_rate, grad=gradient,
+            momentum=tf.cast(momentum, variable.dtype), use_locking=False, use_nesterov=False,
+        )
+        return
+    optimizer.assign(buf, ops.cast(momentum, variable.dtype) * buf + gradient)
+    optimizer.assign_sub(variable, learning_rate * buf)
 
 
 def _handle(variable) -> tf.Tensor:

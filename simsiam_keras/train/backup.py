@@ -35,9 +35,10 @@ ARCHITECTURE_FIELDS = (
     "backbone", "backbone_width", "image_size", "proj_layers", "proj_hidden_dim", "proj_dim",
     "pred_hidden_dim", "use_predictor", "stem_padding", "proj_output_affine",
 )
-# What a resumed run may change: where and how it runs, and what it reports.
+# What a resumed run may change: where and how it runs, and what it reports. `augment_on` moves
+# the same draws from the same seeds to another device: the views differ only by float rounding.
 RUNTIME_FIELDS = (
-    "data_dir", "strategy", "cpu_replicas", "tpu", "cache_decoded", "data_service", "output_dir",
+    "data_dir", "strategy", "cpu_replicas", "tpu", "cache_decoded", "data_service", "augment_on", "output_dir",
     "knn_every", "knn_k", "knn_temperature", "backup_every_steps", "jit_compile", "resume", "deterministic",
     "steps_per_execution",
 )
@@ -108,7 +109,7 @@ def check_resumable(config: SimSiamConfig) -> Position | None:
         changes = ", ".join(f"{k} {saved[k]!r} there, {wanted[k]!r} here" for k in shown)
         raise ValueError(
             f"cannot resume {config.output_dir}: its backup is of a different {kind} ({changes}); "
-            f"use another output_dir, or delete {backup_dir(config.output_dir)} to start again"
+            f"use another `output_dir`, or delete {backup_dir(config.output_dir)} to start again"
         )
     return position
 

@@ -174,6 +174,7 @@ def pretrain(config: SimSiamConfig, source: DataSource | None = None, verbose: i
     images = source.pretrain_images
     pipeline.check_batch_fits(len(images), config.batch_size)
     cache_decoded = pipeline.cache_pays(images, config.cache_decoded)
+    pipeline.check_augment_on(config.augment_on)
     steps = config.steps_per_epoch or pipeline.steps_per_epoch(len(images), config.batch_size)
     check_steps_per_execution(config, steps, start_at)
     start = time.time()
@@ -213,7 +214,8 @@ def pretrain(config: SimSiamConfig, source: DataSource | None = None, verbose: i
                 dataset = strategy.distribute_datasets_from_function(pipeline.input_fn(
                     images, SimSiamAugment(config.image_size, config.augment), config.batch_size, config.seed,
                     data_service=config.data_service, skip_steps=segment.skip, skipped=skipped,
-                    cache_decoded=cache_decoded, image_ids=model.target_bank is not None,
+                    cache_decoded=cache_decoded, augment_on=config.augment_on,
+                    image_ids=model.target_bank is not None,
                 ))
                 fit = model.fit(
                     dataset, initial_epoch=segment.first, epochs=config.epochs, steps_per_epoch=segment.steps,
