@@ -183,6 +183,12 @@ def test_image_ids_name_the_image_of_each_pair_of_views(tmp_path):
     resumed = [ids.numpy() for _, _, ids in two_view_dataset(images, _identity, 2, seed=5, image_ids=True,
                                                               skip_batches=3).take(3)]
     np.testing.assert_array_equal(stream[3:], resumed)
+    # By default the batches carry no ids; on the device the ids follow the crops and their seeds.
+    assert len(two_view_dataset(images, _identity, 4).element_spec) == 2
+    (crops, _), (seeds, _), ids = next(iter(two_view_dataset(images, SimSiamAugment(4), 4, image_ids=True,
+                                                             augment_on="device")))
+    assert crops.dtype == tf.uint8 and seeds.shape == (4, 2) and ids.dtype == tf.int64
+    np.testing.assert_array_equal(crops.numpy()[:, 0, 0, 0], values[ids.numpy()])
     # Input workers see disjoint ids whose union is the epoch.
     from simsiam_keras.data.pipeline import input_fn
 

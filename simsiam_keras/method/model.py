@@ -281,6 +281,8 @@ def build_simsiam(config: SimSiamConfig, sync_bn: bool = False, num_images: int 
 
     A target bank (`config.target_momentum`) has a row per training image: `num_images` of them.
     """
+    if config.target_momentum is not None and num_images is None:
+        raise ValueError("num_images: a target bank (target_momentum) needs the number of training images")
     trunk = backbone_lib.build_backbone(
         config.backbone, config.image_size, config.backbone_width, sync_bn, config.stem_padding,
         config.input_mean, config.input_std,
@@ -291,8 +293,6 @@ def build_simsiam(config: SimSiamConfig, sync_bn: bool = False, num_images: int 
     pred = heads.predictor(config.proj_dim, config.pred_hidden_dim, sync_bn) if config.use_predictor else None
     bank = None
     if config.target_momentum is not None:
-        if num_images is None:
-            raise ValueError("num_images: a target bank (target_momentum) needs the number of training images")
         bank = TargetBank(num_images, config.proj_dim, config.target_momentum)
     return SimSiam(
         trunk, proj, pred,
