@@ -20,6 +20,23 @@ CPU_REPLICAS = 2
 split_cpu(CPU_REPLICAS)
 
 
+# Expensive fixtures shared by several tests: under `pytest -n 2 --dist loadgroup` (the README's
+# command) the tests that use one run on the same worker, so each is built once.
+SHARED_FIXTURES = ("synthetic_run", "workdir", "tree", "run_dir", "cifar_model", "decoded")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups the users of each shared fixture, and puts the tests marked slow first, so that two
+    workers finish together instead of one starting a long test at the end."""
+    for item in items:
+        for name in SHARED_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))
+                break
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
     """Each test starts from the same seeds and a float32 policy."""

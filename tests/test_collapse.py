@@ -37,12 +37,14 @@ def short_run(images, stop_gradient):
     return history["loss"][-1], history["z_std"][-1], 1 / math.sqrt(config.proj_dim)
 
 
+@pytest.mark.slow
 def test_without_stop_gradient_simsiam_collapses(images):
     loss, z_std, healthy = short_run(images, stop_gradient=False)
     assert loss < -0.9, "without stop-gradient the loss should reach its minimum of -1"
     assert z_std < 0.3 * healthy, "without stop-gradient the outputs should collapse (std -> 0)"
 
 
+@pytest.mark.slow
 def test_with_stop_gradient_outputs_stay_spread(images):
     loss, z_std, healthy = short_run(images, stop_gradient=True)
     assert loss > -0.8

@@ -23,6 +23,7 @@ def train(config, strategy):
     return model, history
 
 
+@pytest.mark.slow
 def test_mirrored_two_replicas_reproduce_single_device(tiny_config):
     single_model, single = train(tiny_config, make_strategy("default"))
     mirrored = make_strategy("mirrored", cpu_replicas=2)

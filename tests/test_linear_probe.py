@@ -37,9 +37,6 @@ from simsiam_keras.export import export as export_lib
 from simsiam_keras.export.load import load_backbone
 from simsiam_keras.method.model import build_simsiam
 
-# With pytest-xdist, the tests of the shared synthetic run go to one worker (which pretrains it once).
-pytestmark = pytest.mark.xdist_group("synthetic_run")
-
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "linear_eval.py")
 
 

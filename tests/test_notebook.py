@@ -6,11 +6,13 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_runs_and_its_onnx_knn_matches_keras(tmp_path, monkeypatch):
     monkeypatch.setenv("QUICKSTART_TINY", "1")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("simsiam-pretrain", "simsiam-knn-eval", "simsiam-linear-eval", "simsiam-export", "simsiam-benchmark",
             "simsiam-plot", "simsiam-convert")
@@ -27,6 +29,7 @@ def run(*args, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 def test_the_wheel_alone_installs_every_dependency_module_and_command(tmp_path):
     # Built from a copy: setuptools writes build/ and *.egg-info/ next to the sources.
     source = tmp_path / "source"

@@ -69,7 +69,6 @@ def test_cli_mistakes_get_one_clear_line(tmp_path, args, message):
     assert not (tmp_path / "run").exists(), "a failed run must not leave a run directory"
 
 
-@pytest.mark.xdist_group("synthetic_run")
 def test_short_pretraining_raises_knn_accuracy_on_synthetic_data(synthetic_run):
     monitor_start = synthetic_run.knn_before
     assert synthetic_run.history["knn_acc"][-1] > monitor_start + 0.07, (monitor_start, synthetic_run.history["knn_acc"])
@@ -77,7 +76,8 @@ def test_short_pretraining_raises_knn_accuracy_on_synthetic_data(synthetic_run):
 
 @pytest.mark.parametrize("runtime", [
     ["--cache-decoded", "off"],
-    ["--cache-decoded", "on", "--strategy", "mirrored", "--cpu-replicas", "2", "--epochs", "2"],
+    pytest.param(["--cache-decoded", "on", "--strategy", "mirrored", "--cpu-replicas", "2", "--epochs", "2"],
+                 marks=pytest.mark.slow),
 ], ids=["crop-while-decoding", "cached-mirrored"])
 def test_cli_pretrains_on_a_folder_with_bad_files(tmp_path, runtime):
     from tests.test_pipeline import write_exotic_images, write_image_files

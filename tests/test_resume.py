@@ -46,6 +46,7 @@ def backed_up_step(run) -> int | None:
     return int(line.split("ckpt-")[1].rstrip('"')) if "ckpt-" in line else None
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_at_the_same_step_and_ends_like_an_uninterrupted_one(npz_dataset, tmp_path):
     args = ["--dataset", f"npz:{npz_dataset}", *RUN]
     reference = tmp_path / "uninterrupted"
@@ -155,6 +156,7 @@ def test_skipped_steps_feed_each_replica_the_batches_it_would_have_had():
     assert all(np.array_equal(a, b) for a, b in zip(step_batches(7, 5), full[7:], strict=True) for a, b in zip(a, b))
 
 
+@pytest.mark.slow
 def test_fit_under_a_strategy_opens_no_extra_iterator_on_the_data(tiny_config):
     """Keras draws a sample batch under any strategy; its iterator would advance the dataset's
     reshuffle seeds by a timing-dependent number of passes (a resumed run would see other data)."""

@@ -77,6 +77,7 @@ def test_divergence_names_the_steps_of_the_execution():
         guard.on_train_batch_end(7, {"loss": float("nan")})
 
 
+@pytest.mark.slow
 def test_per_replica_jit_compile_trains_like_the_plain_step(tiny_config):
     keras.utils.set_random_seed(0)
     plain = build_simsiam(tiny_config)

@@ -81,7 +81,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         if local_count is None:
             sums = tf.concat([sums, tf.cast(tf.size(x) // channels, x.dtype)[None]], axis=0)
         if replica is not None:
-            sums = replica.all_reduce(tf.distribute.ReduceOp.SUM, sums)
+            sums = cross_replica_sum(replica, sums)
             local_count = local_count and local_count * replica.num_replicas_in_sync
         count = sums[2 * channels] if local_count is None else tf.constant(local_count, x.dtype)
         mean = sums[:channels] / count
@@ -93,3 +93,26 @@ class BatchNormalization(keras.layers.BatchNormalization):
         gamma, beta = (tf.cast(v, x.dtype) for v in self._affine(channels))
         y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
         return tf.cast(y, self.compute_dtype)
+
+
+def cross_replica_sum(replica: tf.distribute.ReplicaContext, value: tf.Tensor) -> tf.Tensor:
+    """`replica.all_reduce(SUM, value)`, with the same gradient (the all-reduced upstream gradient),
+    built so that tracing a step costs time linear in the number of layers.
+
+    In graph mode `all_reduce` wraps the reduction in `tf.custom_gradient`, which searches the graph
+    between its output and its input for variables; the output also depends on the other replicas'
+    inputs, so each call walks the whole graph built so far (the forward, and in the backward pass
+    everything before it): quadratic in depth. On 2 CPU replicas the first step of a width-8 CIFAR
+    ResNet-18 (tracing included) took 43-48 s with `all_reduce`, 21-27 s with this.
+    Reducing stop-gradient tensors ends each walk at once, and the gradient is attached by hand.
+    """
+    total = replica.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(value))
+
+    @tf.custom_gradient
+    def with_gradient(local, reduced):
+        def grad(upstream):
+            return replica.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(upstream)), None
+
+        return tf.identity(reduced), grad
+
+    return with_gradient(value, total)
