@@ -183,9 +183,9 @@ def test_block_and_bank_survive_a_backup_and_a_resume(tiny_config, tmp_path):
 
     source = from_arrays("synthetic", make_synthetic(64, 0, image_size=16)["x_train"])
     config = tiny_config
-    # 4 steps an epoch, blocks of 4 steps from step 0, 4, 8; backups after global steps 3, 4, 6 and 8.
+    # 4 steps an epoch, blocks of 4 steps from step 0, 4, 8; backups after global steps 4, 6 and 8.
     config.alternation_steps, config.target_momentum, config.batch_size = 4, 0.8, 16
-    config.strategy, config.backup_every_steps, config.output_dir = "default", 3, str(tmp_path / "run")
+    config.strategy, config.backup_every_steps, config.output_dir = "default", 6, str(tmp_path / "run")
     first = pretrain(config, source=source, verbose=0)
     bank, alternation = first.model.target_bank, first.model.alternation
     assert np.count_nonzero(np.abs(bank.targets.numpy()).sum(1)) == 64  # every image has its row
