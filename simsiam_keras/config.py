@@ -86,6 +86,12 @@ class SimSiamConfig:
     momentum: float = 0.9
     warmup_epochs: int = 0
     predictor_lr: str = "fixed"  # "fixed" (Table 1c, the default) or "cosine"
+    # Sec. 5.2's proof-of-concept experiments (method/targets.py). Multi-step alternation: the targets
+    # of each block of k steps come from the encoder's weights at its start (1: SimSiam).
+    alternation_steps: int = 1
+    # Per-image moving-average targets eta_x <- m eta_x + (1 - m) F(T'(x)) (the paper: 0.8, without
+    # the predictor); None: off.
+    target_momentum: float | None = None
     # Augmentation
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     # Monitoring
@@ -347,6 +353,14 @@ def check_eval_resize_ratio(ratio: float) -> float:
     return ratio
 
 
+def check_target_momentum(momentum: float) -> float:
+    """The moving average's m must be in [0, 1): at 1 the targets would never move."""
+    number = isinstance(momentum, (int, float)) and not isinstance(momentum, bool)
+    if not (number and math.isfinite(momentum) and 0 <= momentum < 1):
+        raise ValueError(f"target_momentum must be in [0, 1) (the paper's is 0.8), got {momentum}")
+    return momentum
+
+
 def check_config(config: SimSiamConfig) -> SimSiamConfig:
     """Raises ValueError for a setting no run can use (NotADirectoryError for a run directory that is a
     file), before anything is built or written.
@@ -357,7 +371,7 @@ def check_config(config: SimSiamConfig) -> SimSiamConfig:
     """
     at_least = {"batch_size": 1, "proj_layers": 1, "proj_dim": 1, "proj_hidden_dim": 1, "pred_hidden_dim": 1,
                 "epochs": 0, "warmup_epochs": 0, "knn_every": 0, "knn_k": 1, "seed": 0, "cpu_replicas": 0,
-                "steps_per_execution": 1}
+                "steps_per_execution": 1, "alternation_steps": 1}
     for name, low in at_least.items():
         if getattr(config, name) < low:
             raise ValueError(f"{name} must be at least {low}, got {getattr(config, name)}")
@@ -377,6 +391,15 @@ def check_config(config: SimSiamConfig) -> SimSiamConfig:
     if not 0 <= config.momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {config.momentum}")
     check_eval_resize_ratio(config.eval_resize_ratio)
+    if config.target_momentum is not None:
+        check_target_momentum(config.target_momentum)
+    if not config.stop_gradient:
+        # Sec. 5.1: the targets eta are constants of the SGD sub-problem (7), never differentiated.
+        if config.alternation_steps > 1:
+            raise ValueError(f"alternation_steps {config.alternation_steps} needs stop_gradient: the targets of a "
+                             "block come from fixed weights")
+        if config.target_momentum is not None:
+            raise ValueError("target_momentum needs stop_gradient: the bank's targets are constants of the loss")
     if config.data_service and not re.fullmatch(r"[a-z][a-z0-9+]*://[^/\s]+", config.data_service):
         raise ValueError(f"data_service {config.data_service!r}: expected PROTOCOL://HOST:PORT, e.g. grpc://host:5050")
     return config

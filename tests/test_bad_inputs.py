@@ -62,11 +62,20 @@ ROWS = [
     ("pretrain", ["--dataset", "folder:data/missing"], "folder:data/missing: no such folder"),
     ("pretrain", ["--dataset", "no_such_dataset"], "--dataset no_such_dataset: not a TFDS dataset"),
     ("pretrain", ["--dataset", "cifar10", "--data-dir", "data/tfds"], "cifar10: not prepared in data/tfds"),
+    # Sec. 5.2's options: values, and what they cannot be combined with
+    ("pretrain", ["--alternation-steps", "0"], "--alternation-steps must be at least 1, got 0"),
+    ("pretrain", ["--target-momentum", "1"], "--target-momentum must be in [0, 1) (the paper's is 0.8), got 1.0"),
+    ("pretrain", ["--target-momentum", "-0.5"], "--target-momentum must be in [0, 1)"),
+    ("pretrain", ["--target-momentum", "nan"], "--target-momentum must be in [0, 1)"),
+    ("pretrain", ["--alternation-steps", "10", "--no-stop-gradient"], "--alternation-steps 10 needs stop_gradient"),
+    ("pretrain", ["--target-momentum", "0.8", "--no-stop-gradient"], "--target-momentum needs stop_gradient"),
     # replicas, resuming
     ("pretrain", ["--strategy", "mirrored", "--cpu-replicas", "2", "--batch-size", "15"],
      "--batch-size 15 does not divide by the 2 replicas in sync"),
     ("pretrain", ["--output-dir", RUN, "--backbone-width", "8"],
      "its backup is of a different architecture (backbone_width 4 there, 8 here)"),
+    ("pretrain", ["--output-dir", RUN, "--alternation-steps", "5"],
+     "its backup is of a different training recipe (alternation_steps 1 there, 5 here"),
     ("pretrain", ["--resume", "--output-dir", "runs/never_ran"], "--resume: runs/never_ran/backup holds no backup"),
     # scripts/benchmark.py
     ("benchmark", [], "the following arguments are required: command"),

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.image import imread
 
 from simsiam_keras.cli.plot import main
-from simsiam_keras.evaluate.curves import history_figure
+from simsiam_keras.evaluate.curves import history_figure, settings_labels
 from simsiam_keras.train.history import HistoryCSV
 
 
@@ -66,6 +66,21 @@ def test_script_writes_the_figure_for_two_runs(two_runs, tmp_path, capsys):
     history_figure(two_runs).savefig(tmp_path / "default_labels.png", dpi=100)
     np.testing.assert_array_equal(pixels, imread(tmp_path / "expected.png"))
     assert not np.array_equal(pixels, imread(tmp_path / "default_labels.png")), "the labels did not reach the figure"
+
+
+def test_runs_are_labelled_by_the_settings_in_which_they_differ(tmp_path):
+    """Sec. 5.2's variants beside SimSiam: each line says what its run changed."""
+    rows = [{"loss": -0.5, "z_std": 0.1}]
+    runs = []
+    for name, settings in [("simsiam", {}), ("alt10", {"alternation_steps": 10}),
+                           ("ma", {"use_predictor": False, "target_momentum": 0.8})]:
+        runs.append(_fake_run(tmp_path / name, 64, rows))
+        config = {"proj_dim": 64, "alternation_steps": 1, "use_predictor": True, "target_momentum": None,
+                  "output_dir": str(runs[-1]), **settings}
+        (runs[-1] / "config.json").write_text(json.dumps(config))
+    expected = ["simsiam", "alternation_steps 10", "target_momentum 0.8, use_predictor False"]
+    assert settings_labels(runs) == expected
+    assert [line.get_label() for line in history_figure(runs).axes[0].lines] == expected
 
 
 @pytest.mark.parametrize(

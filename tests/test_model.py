@@ -148,9 +148,11 @@ def test_no_predictor_ablation_trains_with_one_optimizer(tiny_config):
     tiny_config.use_predictor = False
     model = build_simsiam(tiny_config)
     assert model.predictor is None
-    encoder_opt, _ = make_optimizers(tiny_config, steps_per_epoch=2)
-    model.compile(encoder_opt)
+    # Both optimizers, as pretraining passes them: the predictor's has nothing to update.
+    model.compile(*make_optimizers(tiny_config, steps_per_epoch=2))
+    assert model.predictor_optimizer is None
     assert "lr_predictor" not in model.fit(random_views(), epochs=1, verbose=0).history
+    assert int(model.optimizer.iterations) == 2
 
 
 def test_keras_applications_backbone_by_name():

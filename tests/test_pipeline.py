@@ -160,6 +160,43 @@ def test_two_workers_shard_image_files_too(tmp_path):
     assert not set(ids[0]) & set(ids[1]) and sorted(ids[0] + ids[1]) == list(range(8))
 
 
+def test_image_ids_name_the_image_of_each_pair_of_views(tmp_path):
+    import tensorflow as tf
+
+    # Image i is filled with the value 10 i, so a view tells which image it came from.
+    values = np.arange(8, dtype=np.uint8) * 10
+    images = np.broadcast_to(values[:, None, None, None], (8, 4, 4, 3)).copy()
+    files = []
+    for i, image in enumerate(images):
+        files.append(str(tmp_path / f"{i}.png"))
+        (tmp_path / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    for source, options in ((images, {}), (files, {}), (files, {"cache_decoded": True})):
+        seen = []
+        for x1, x2, ids in two_view_dataset(source, _identity, 4, image_ids=True, repeat=False, **options):
+            assert ids.dtype == tf.int64
+            np.testing.assert_array_equal(x1.numpy()[:, 0, 0, 0], values[ids.numpy()])
+            np.testing.assert_array_equal(x2.numpy()[:, 0, 0, 0], values[ids.numpy()])
+            seen += ids.numpy().tolist()
+        assert sorted(seen) == list(range(8)), options
+    # A resumed stream skips (image, id) pairs: it goes on with the ids the uninterrupted one has.
+    stream = [ids.numpy() for _, _, ids in two_view_dataset(images, _identity, 2, seed=5, image_ids=True).take(6)]
+    resumed = [ids.numpy() for _, _, ids in two_view_dataset(images, _identity, 2, seed=5, image_ids=True,
+                                                              skip_batches=3).take(3)]
+    np.testing.assert_array_equal(stream[3:], resumed)
+    # By default the batches carry no ids; on the device the ids follow the crops and their seeds.
+    assert len(two_view_dataset(images, _identity, 4).element_spec) == 2
+    (crops, _), (seeds, _), ids = next(iter(two_view_dataset(images, SimSiamAugment(4), 4, image_ids=True,
+                                                             augment_on="device")))
+    assert crops.dtype == tf.uint8 and seeds.shape == (4, 2) and ids.dtype == tf.int64
+    np.testing.assert_array_equal(crops.numpy()[:, 0, 0, 0], values[ids.numpy()])
+    # Input workers see disjoint ids whose union is the epoch.
+    from simsiam_keras.data.pipeline import input_fn
+
+    fn = input_fn(images, _identity, 4, seed=0, repeat=False, image_ids=True)
+    shards = [{int(i) for *_, ids in fn(tf.distribute.InputContext(2, w, 2)) for i in ids} for w in (0, 1)]
+    assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(8))
+
+
 def test_workers_draw_different_augmentations():
     import tensorflow as tf
 

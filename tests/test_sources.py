@@ -125,6 +125,14 @@ def test_large_or_variable_size_tfds_dataset_streams_encoded_images(tmp_path):
     # Two workers read disjoint parts of the split that together make all of it.
     shards = [{bytes(b) for b in source.pretrain_images.dataset(2, i, shuffle=False).as_numpy_iterator()} for i in (0, 1)]
     assert len(shards[0]) == len(shards[1]) == 6 and not shards[0] & shards[1]
+    # Image ids (a target bank's rows, Sec. 5.2) are the records' indices in the split, in every shuffled shard.
+    records = [bytes(b) for b in source.pretrain_images.dataset(shuffle=False).as_numpy_iterator()]
+    for shard in (0, 1):
+        for data, image_id in source.pretrain_images.dataset(2, shard, image_ids=True).as_numpy_iterator():
+            assert records[image_id] == bytes(data)
+    _, _, ids = next(iter(two_view_dataset(source.pretrain_images, SimSiamAugment(16), 12, image_ids=True,
+                                           deterministic=True)))
+    assert sorted(ids.numpy().tolist()) == list(range(12))
 
 
 def test_unprepared_imagenet_names_the_manual_dir(tmp_path):

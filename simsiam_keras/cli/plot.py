@@ -2,6 +2,7 @@
 
     simsiam-plot runs/simsiam
     simsiam-plot runs/simsiam runs/no_stop_grad --labels "stop-grad" "no stop-grad" --output fig2.png
+    simsiam-plot runs/simsiam runs/alt10 runs/nopred_ma08 --output sec5.png   # labelled by their settings
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="pretraining run directories (with history.csv)")
     p.add_argument("--output", help="PNG to write (default: RUN_DIR/curves.png for one run, curves.png for several)")
-    p.add_argument("--labels", nargs="+", help="legend labels, one per run (default: the directory names)")
+    p.add_argument("--labels", nargs="+", help="legend labels, one per run (default: the settings in which the runs differ, "
+                   "else the directory name)")
     return p
 
 

@@ -69,6 +69,13 @@ def build_parser() -> ArgumentParser:
     ablations.add_argument("--pred-hidden-dim", type=int, help="predictor bottleneck, d/4 in the paper")
     ablations.add_argument("--proj-output-affine", action="store_true", default=None,
                            help="learnable scale and offset in the projector's output BN (Table 3c; off in the authors' code)")
+    hypothesis = p.add_argument_group("the EM hypothesis' proof of concept (paper Sec. 5.2)")
+    hypothesis.add_argument("--alternation-steps", type=int, metavar="K",
+                            help="take the targets of each block of K steps from the encoder's weights at its start "
+                                 "(1: SimSiam; the paper: 10, 100, or the steps of an epoch)")
+    hypothesis.add_argument("--target-momentum", type=float, metavar="M",
+                            help="per-image targets averaged over augmentations, eta <- M eta + (1-M) F(T'(x)) "
+                                 "(the paper: 0.8 with --no-predictor)")
     return p
 
 

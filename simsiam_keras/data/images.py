@@ -24,8 +24,13 @@ class EncodedImages:
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def dataset(self, num_shards: int = 1, index: int = 0, seed: int = 0, shuffle: bool = True) -> tf.data.Dataset:
-        """One pass over shard `index` of `num_shards` disjoint shards, as scalar string tensors."""
+    def dataset(self, num_shards: int = 1, index: int = 0, seed: int = 0, shuffle: bool = True,
+                image_ids: bool = False) -> tf.data.Dataset:
+        """One pass over shard `index` of `num_shards` disjoint shards, as scalar string tensors.
+
+        `image_ids`: (encoded image, id) pairs instead, the id an int64 in [0, len(self)), the same
+        for an image in every pass and under any sharding.
+        """
         raise NotImplementedError
 
     def decoded_bytes_estimate(self) -> int | None:
@@ -42,12 +47,16 @@ class ImageFiles(EncodedImages):
     def __len__(self) -> int:
         return len(self.files)
 
-    def dataset(self, num_shards: int = 1, index: int = 0, seed: int = 0, shuffle: bool = True) -> tf.data.Dataset:
-        ds = tf.data.Dataset.from_tensor_slices(self.files).shard(num_shards, index)
+    def dataset(self, num_shards: int = 1, index: int = 0, seed: int = 0, shuffle: bool = True,
+                image_ids: bool = False) -> tf.data.Dataset:
+        # An image's id is its index in the file list.
+        files = (self.files, np.arange(len(self.files))) if image_ids else self.files
+        ds = tf.data.Dataset.from_tensor_slices(files).shard(num_shards, index)
         if shuffle:
             ds = ds.shuffle(len(self.files) // num_shards + 1, seed=seed, reshuffle_each_iteration=True)
+        read = (lambda path, image_id: (tf.io.read_file(path), image_id)) if image_ids else tf.io.read_file
         # In order, so that the pipeline pairs each image with the same augmentation seed every run.
-        return ds.map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def decoded_bytes_estimate(self) -> int | None:
         if len(self.files) > 100_000:  # stat-ing every file of a large folder costs more than it tells

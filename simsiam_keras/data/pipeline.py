@@ -97,6 +97,7 @@ def two_view_dataset(
     cache_decoded: bool = False,
     reproducible: bool = True,
     skip_batches: int = 0,
+    image_ids: bool = False,
     augment_on: str = "host",
 ) -> tf.data.Dataset:
     """Batches of (view1, view2), float32 in [0, 255], from uint8 NHWC images or encoded images.
@@ -117,9 +118,12 @@ def two_view_dataset(
     and skips within that pass only (at most one pass of reads); dropped undecodable files
     count in the skip.
 
+    `image_ids` adds each image's int64 index in `images` (a target bank's row, Sec. 5.2) as the
+    batches' last element: (view1, view2, image_id).
+
     `augment_on="device"` leaves the views' appearance (flip, jitter, grayscale, blur) to the
     train step: the pipeline only decodes and crops, and its batches are ((view1, view2),
-    (seeds1, seeds2)): uint8 crops and each view's [2] seed, for
+    (seeds1, seeds2)[, image_id]): uint8 crops and each view's [2] seed, for
     `SimSiamAugment.appearance_batch` (`augment` must be a SimSiamAugment).
     """
     check_augment_on(augment_on, augment)
@@ -133,22 +137,24 @@ def two_view_dataset(
     def reshuffled(ds: tf.data.Dataset) -> tf.data.Dataset:
         return ds.shuffle(len(images) // num_shards + 1, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
 
+    # With image_ids, every element is (image, id) from here on. Only then is an EncodedImages asked for ids.
+    with_ids = {"image_ids": True} if image_ids else {}
     if isinstance(images, np.ndarray):
-        ds = tf.data.Dataset.from_tensor_slices(images).shard(num_shards, index)
-        ds = reshuffled(ds)
+        ds = tf.data.Dataset.from_tensor_slices((images, np.arange(len(images))) if image_ids else images)
+        ds = reshuffled(ds.shard(num_shards, index))
         view = _views(augment, augment_on)
     elif cache_decoded:
-        ds = images.dataset(num_shards, index, seed, shuffle=False)
-        ds = _count_and_drop_bad(ds.map(decode_image, num_parallel_calls=AUTOTUNE), skipped).cache()
+        ds = images.dataset(num_shards, index, seed, shuffle=False, **with_ids)
+        ds = _count_and_drop_bad(ds.map(_decoded, num_parallel_calls=AUTOTUNE), skipped).cache()
         ds = reshuffled(ds)
         view = _views(augment, augment_on)
     else:
-        ds = images.dataset(num_shards, index, seed, shuffle)
+        ds = images.dataset(num_shards, index, seed, shuffle, **with_ids)
         pass_size = tf.get_static_value(ds.cardinality())
         passes = skip // pass_size if repeat and skip and pass_size and pass_size > 0 else 0
         if passes:
             seed = int(np.random.SeedSequence([seed, passes]).generate_state(1)[0])
-            ds = images.dataset(num_shards, index, seed, shuffle)
+            ds = images.dataset(num_shards, index, seed, shuffle, **with_ids)
             skip -= passes * pass_size
         view = None
     if repeat:
@@ -163,27 +169,36 @@ def two_view_dataset(
             element_seed = tf.random.experimental.stateless_fold_in(element_seed, clock)
         return tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
 
-    def pair(view1, view2, seed1, seed2):
-        return ((view1, view2), (seed1, seed2)) if augment_on == "device" else (view1, view2)
+    def pair(view1, view2, seed1, seed2, image_id):
+        views = ((view1, view2), (seed1, seed2)) if augment_on == "device" else (view1, view2)
+        return (*views, image_id) if image_ids else views
 
     if view is None:
         encoded_view = _encoded_views(augment, augment_on)
 
-        def encoded_two_views(data, element_seed):
+        def encoded_two_views(element, element_seed):
+            data, image_id = element if image_ids else (element, None)
             seed1, seed2 = split(element_seed)
             (view1, ok1), (view2, ok2) = encoded_view(data, seed1), encoded_view(data, seed2)
-            return pair(view1, view2, seed1, seed2), ok1 & ok2
+            return pair(view1, view2, seed1, seed2, image_id), ok1 & ok2
 
         ds = ds.map(encoded_two_views, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         ds = _count_and_drop_bad(ds, skipped)
     else:
-        def two_views(image, element_seed):
+        def two_views(element, element_seed):
+            image, image_id = element if image_ids else (element, None)
             image = tf.cast(image, tf.float32)
             seed1, seed2 = split(element_seed)
-            return pair(view(image, seed1), view(image, seed2), seed1, seed2)
+            return pair(view(image, seed1), view(image, seed2), seed1, seed2, image_id)
 
         ds = ds.map(two_views, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def _decoded(data, *image_id):
+    """decode_image of an encoded image (and its id, kept): (image or (image, id), ok)."""
+    image, ok = decode_image(data)
+    return ((image, *image_id) if image_id else image), ok
 
 
 def _count_and_drop_bad(ds: tf.data.Dataset, skipped: SkippedFiles | None) -> tf.data.Dataset:

@@ -78,19 +78,45 @@ class TFDSImages(EncodedImages):
     def __len__(self) -> int:
         return sum(self.builder.info.splits[s].num_examples for s in self.splits)
 
-    def dataset(self, num_shards: int = 1, index: int = 0, seed: int = 0, shuffle: bool = True) -> tf.data.Dataset:
+    def dataset(self, num_shards: int = 1, index: int = 0, seed: int = 0, shuffle: bool = True,
+                image_ids: bool = False) -> tf.data.Dataset:
         import tensorflow_datasets as tfds
 
         split = "+".join(self.splits)
         if num_shards > 1:
             split = tfds.even_splits(split, n=num_shards)[index]
-        read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False,
+        read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False, add_tfds_id=image_ids,
                                       num_parallel_calls_for_interleave_files=tf.data.AUTOTUNE)
         ds = encoded_split(self.builder, split, shuffle_files=shuffle, read_config=read_config)
-        ds = ds.map(lambda example: example[self.image_key], num_parallel_calls=tf.data.AUTOTUNE)
+        if image_ids:
+            image_id = self._image_id_fn()
+            ds = ds.map(lambda example: (example[self.image_key], image_id(example["tfds_id"])),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            ds = ds.map(lambda example: example[self.image_key], num_parallel_calls=tf.data.AUTOTUNE)
         if shuffle:
             ds = ds.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         return ds
+
+    def _image_id_fn(self):
+        """tfds_id ("FILE__INDEX", the record's index in its file) -> the record's index in the splits, in order."""
+        files, offsets, offset = [], [], 0
+        for split in self.splits:
+            info = self.builder.info.splits[split]
+            for name, length in zip(info.filenames, info.shard_lengths):
+                files.append(name)
+                offsets.append(offset)
+                offset += length
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(files, tf.constant(offsets, tf.int64)), default_value=-1)
+
+        def image_id(tfds_id: tf.Tensor) -> tf.Tensor:
+            start = table.lookup(tf.strings.regex_replace(tfds_id, "__[0-9]+$", ""))
+            known = tf.debugging.assert_non_negative(start, message="a TFDS record from a file outside the splits")
+            with tf.control_dependencies([known]):
+                return start + tf.strings.to_number(tf.strings.regex_replace(tfds_id, "^.*__", ""), tf.int64)
+
+        return image_id
 
 
 def streams(builder) -> bool:

@@ -2,7 +2,8 @@
 
 Several runs overlay on the same axes (e.g. with and without stop-gradient, Sec. 4.1), so a
 collapse shows at a glance: the loss drops to -1, z_std falls from about 1/sqrt(d) to 0 and
-the kNN accuracy stays at chance. Figures are drawn without pyplot (Agg canvas), so plotting
+the kNN accuracy stays at chance. Each run is labelled by the settings in which it differs from
+the others (its config.json), e.g. "alternation_steps 10" beside SimSiam (Sec. 5.2). Figures are drawn without pyplot (Agg canvas), so plotting
 neither needs a display nor changes a notebook's backend.
 """
 
@@ -17,6 +18,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from simsiam_keras.config import SimSiamConfig
 
 HISTORY_FILE = "history.csv"
 PANELS = (("loss", "training loss"), ("z_std", "std of l2-normalised z"), ("knn_acc", "kNN accuracy"))
@@ -37,21 +40,46 @@ def read_history(run_dir: str | Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: not a history.csv of numbers ({error})") from None
 
 
+def run_config(run_dir: str | Path) -> dict:
+    """The run's settings (its config.json), or {} for a directory without one."""
+    path = Path(run_dir) / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def projector_dim(run_dir: str | Path) -> int | None:
     """The projector's output dimension d (`proj_dim` in the run's config.json), if recorded."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        return None
-    value = json.loads(path.read_text()).get("proj_dim")
+    value = run_config(run_dir).get("proj_dim")
     return int(value) if value else None
 
 
+# Settings that differ between any two runs without making them different experiments.
+_NOT_SETTINGS = {"output_dir", "data", "data_dir", "resume"}
+
+
+def settings_labels(run_dirs: Sequence[str | Path]) -> list[str]:
+    """Each run's settings where the runs differ, those of SimSiam's defaults left out: "alternation_steps 10",
+    "use_predictor False, target_momentum 0.8". A run with none to show (SimSiam itself, or a directory
+    without config.json) is labelled by its directory's name."""
+    configs = [run_config(r) for r in run_dirs]
+    defaults = SimSiamConfig().to_dict()
+    keys = sorted({k for c in configs for k in c} - _NOT_SETTINGS)
+    differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
+    labels = []
+    for run_dir, config in zip(run_dirs, configs):
+        shown = [f"{k} {config[k]}" for k in differing if k in config and config[k] != defaults.get(k)]
+        labels.append(", ".join(shown) or Path(run_dir).resolve().name)
+    return labels
+
+
 def history_figure(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None) -> Figure:
-    """A three-panel figure (loss, z_std with the 1/sqrt(d) reference, kNN accuracy), one line per run."""
+    """A three-panel figure (loss, z_std with the 1/sqrt(d) reference, kNN accuracy), one line per run.
+
+    Without `labels`, each run's are its settings (`settings_labels`).
+    """
     run_dirs = [Path(r) for r in run_dirs]
     if not run_dirs:
         raise ValueError("plot_history needs at least one run directory")
-    labels = list(labels) if labels is not None else [r.resolve().name for r in run_dirs]
+    labels = list(labels) if labels is not None else settings_labels(run_dirs)
     if len(labels) != len(run_dirs):
         raise ValueError(f"labels: got {len(labels)} labels for {len(run_dirs)} runs")
     histories = [read_history(r) for r in run_dirs]

@@ -8,6 +8,7 @@ import tensorflow as tf
 from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.config import SimSiamConfig
 from simsiam_keras.method.loss import per_example_loss, z_std
+from simsiam_keras.method.targets import AlternatingTargets, TargetBank
 from simsiam_keras.nets import backbone as backbone_lib
 from simsiam_keras.nets import heads
 
@@ -21,6 +22,11 @@ class SimSiam(keras.Model):
     can keep a fixed learning rate (Table 1c). With `device_augment` (`--augment-on device`) the
     train step receives uncoloured crops and their seeds and draws the views' appearance itself
     (`augment_views`); it is a setting of the run, not saved with the model.
+
+    Sec. 5.2's proof-of-concept targets are options: `alternation_steps` k > 1 takes each block of k
+    steps' targets from the encoder's weights at the block's start, and a `target_bank` smooths the
+    targets per image over augmentations (its batches carry image ids). Both live in
+    `method/targets.py`; they are training state, saved in backups, not in the `.keras` file.
     """
 
     def __init__(
@@ -32,6 +38,8 @@ class SimSiam(keras.Model):
         similarity: str = "cosine",
         symmetric: bool = True,
         device_augment: SimSiamAugment | None = None,
+        alternation_steps: int = 1,
+        target_bank: TargetBank | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -48,6 +56,9 @@ class SimSiam(keras.Model):
         self.stop_gradient = stop_gradient
         self.similarity = similarity
         self.symmetric = symmetric
+        # Sec. 5.2; None: SimSiam's own targets, the other view's projection.
+        self.alternation = AlternatingTargets(backbone, projector, alternation_steps) if alternation_steps > 1 else None
+        self.target_bank = target_bank
         self.predictor_optimizer: keras.optimizers.Optimizer | None = None
         self.per_replica_jit_compile = False
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -110,7 +121,8 @@ class SimSiam(keras.Model):
             raise ValueError("SimSiam.compile takes jit_compile or per_replica_jit_compile, not both")
         super().compile(optimizer=optimizer, **kwargs)
         self.per_replica_jit_compile = per_replica_jit_compile
-        self.predictor_optimizer = predictor_optimizer
+        # Without a predictor (Table 1a) a predictor optimizer would have nothing to update.
+        self.predictor_optimizer = predictor_optimizer if self.predictor is not None else None
         with self.distribute_strategy.scope():
             self.optimizer.build(self.encoder_variables)
             if self.predictor_optimizer is not None:
@@ -139,19 +151,31 @@ class SimSiam(keras.Model):
         return [self.loss_tracker, self.z_std_tracker]
 
     def augment_views(self, data):
-        """The batch's two views. With `device_augment`, `data` is ((uint8 crops1, crops2), (seeds1, seeds2))
-        and each view's flip, jitter, grayscale and blur are drawn here from its seed, on the step's device."""
+        """The batch's two views (and image ids, when it has them). With `device_augment`, `data` is
+        ((uint8 crops1, crops2), (seeds1, seeds2)[, image_ids]) and each view's flip, jitter, grayscale
+        and blur are drawn here from its seed, on the step's device."""
         if self.device_augment is None:
             return data
-        (crops1, crops2), (seeds1, seeds2) = data
+        (crops1, crops2), (seeds1, seeds2), *image_ids = data
         views = self._appearance(tf.concat([crops1, crops2], 0), tf.concat([seeds1, seeds2], 0))
-        return tuple(tf.split(views, 2))
+        return (*tf.split(views, 2), *image_ids)
 
     def _forward(self, data, training: bool):
-        x1, x2 = data  # the two views of one batch of images
+        x1, x2, *image_ids = data  # the two views of one batch of images (and the images' ids, for a target bank)
         (z1, z2), (p1, p2) = self((x1, x2), training=training)
-        loss = self.compute_simsiam_loss(z1, z2, p1, p2)
+        t1, t2 = self._targets(x1, x2, z1, z2, image_ids) if training else (z1, z2)
+        loss = self.compute_simsiam_loss(t1, t2, p1, p2)
         return loss, z1, z2
+
+    def _targets(self, x1, x2, z1, z2, image_ids: list):
+        """The targets in z1's and z2's places: the views' projections (SimSiam), or Sec. 5.2's."""
+        if self.alternation is not None:
+            z1, z2 = self.alternation(self.backbone.weights + self.projector.weights, x1, x2)
+        if self.target_bank is not None:
+            if not image_ids:
+                raise ValueError("target_bank: the batches carry no image ids (two_view_dataset(..., image_ids=True))")
+            z1, z2 = self.target_bank(image_ids[0], z1, z2, self.symmetric)
+        return z1, z2
 
     def _learning_rates(self) -> dict:
         """The learning rates this step applies (read before the step advances the schedules)."""
@@ -252,8 +276,13 @@ class SimSiam(keras.Model):
         return cls(**config)
 
 
-def build_simsiam(config: SimSiamConfig, sync_bn: bool = False) -> SimSiam:
-    """The model a config describes; call inside the strategy's scope."""
+def build_simsiam(config: SimSiamConfig, sync_bn: bool = False, num_images: int | None = None) -> SimSiam:
+    """The model a config describes; call inside the strategy's scope.
+
+    A target bank (`config.target_momentum`) has a row per training image: `num_images` of them.
+    """
+    if config.target_momentum is not None and num_images is None:
+        raise ValueError("num_images: a target bank (target_momentum) needs the number of training images")
     trunk = backbone_lib.build_backbone(
         config.backbone, config.image_size, config.backbone_width, sync_bn, config.stem_padding,
         config.input_mean, config.input_std,
@@ -262,11 +291,16 @@ def build_simsiam(config: SimSiamConfig, sync_bn: bool = False) -> SimSiam:
     proj = heads.projector(feature_dim, config.proj_hidden_dim, config.proj_dim, config.proj_layers, sync_bn,
                            config.proj_output_affine)
     pred = heads.predictor(config.proj_dim, config.pred_hidden_dim, sync_bn) if config.use_predictor else None
+    bank = None
+    if config.target_momentum is not None:
+        bank = TargetBank(num_images, config.proj_dim, config.target_momentum)
     return SimSiam(
         trunk, proj, pred,
         stop_gradient=config.stop_gradient,
         similarity=config.similarity,
         symmetric=config.symmetric,
         device_augment=SimSiamAugment(config.image_size, config.augment) if config.augment_on == "device" else None,
+        alternation_steps=config.alternation_steps,
+        target_bank=bank,
         name="simsiam",
     )

@@ -55,9 +55,11 @@ def dtype_policy(mixed_precision: str) -> Iterator[None]:
 
 
 def build_compiled_model(
-    config: SimSiamConfig, strategy: tf.distribute.Strategy, steps_per_epoch: int
+    config: SimSiamConfig, strategy: tf.distribute.Strategy, steps_per_epoch: int, num_images: int | None = None
 ) -> SimSiam:
     """The SimSiam model and both optimizers, created and built in the strategy's scope.
+
+    `num_images` sizes the target bank of `config.target_momentum` (Sec. 5.2).
 
     jit_compile: on one replica Keras compiles the whole step with XLA; on several GPUs the
     step of each replica is compiled (SimSiam.compile's per_replica_jit_compile); TPUs compile
@@ -73,7 +75,7 @@ def build_compiled_model(
             f"of this strategy's {replicas} CPU replicas"
         )
     with strategy.scope(), dtype_policy(config.mixed_precision):
-        model = build_simsiam(config, sync_bn=replicas > 1)
+        model = build_simsiam(config, sync_bn=replicas > 1, num_images=num_images)
         # Without --jit-compile, Keras' "auto": XLA on one GPU, never on CPUs or under tf.distribute.
         model.compile(
             *make_optimizers(config, steps_per_epoch),
@@ -176,7 +178,7 @@ def pretrain(config: SimSiamConfig, source: DataSource | None = None, verbose: i
     steps = config.steps_per_epoch or pipeline.steps_per_epoch(len(images), config.batch_size)
     check_steps_per_execution(config, steps, start_at)
     start = time.time()
-    model = build_compiled_model(config, strategy, steps)
+    model = build_compiled_model(config, strategy, steps, num_images=len(images))
     run_backup = backup.RunBackup(model, config.output_dir, strategy, steps)
     if start_at is not None:
         run_backup.restore(start_at)
@@ -213,6 +215,7 @@ def pretrain(config: SimSiamConfig, source: DataSource | None = None, verbose: i
                     images, SimSiamAugment(config.image_size, config.augment), config.batch_size, config.seed,
                     data_service=config.data_service, skip_steps=segment.skip, skipped=skipped,
                     cache_decoded=cache_decoded, augment_on=config.augment_on,
+                    image_ids=model.target_bank is not None,
                 ))
                 fit = model.fit(
                     dataset, initial_epoch=segment.first, epochs=config.epochs, steps_per_epoch=segment.steps,
