@@ -1,6 +1,7 @@
 """The benchmark's measurements run end to end on tiny inputs (speed itself is never asserted)."""
 
 import numpy as np
+import pytest
 
 from simsiam_keras.benchmark.throughput import input_throughput_files, train_throughput, write_jpeg_folder
 
@@ -23,12 +24,21 @@ def test_host_memory_counts_what_the_block_allocates():
     assert 150 < memory.increase_mb < 1000, memory  # in MB: not KiB, not bytes
 
 
-def test_train_benchmark_reports_throughput_and_peak_memory():
-    result = train_throughput(backbone_width=4, image_size=16, batch_size=8, steps=1, warmup_steps=0)
+def test_train_benchmark_reports_throughput_peak_memory_and_the_profile(tmp_path):
+    result = train_throughput(backbone_width=4, image_size=16, batch_size=8, steps=1, warmup_steps=0,
+                              profile_dir=str(tmp_path / "profile"))
     assert result["backbone"] == "resnet18_cifar" and result["batch_size"] == 8 and result["images_per_second"] > 0
     # A process with TensorFlow loaded holds hundreds of MB; a reading in KiB or bytes would be far off.
     assert 100 < result["rss_before_mb"] <= result["peak_rss_mb"] < 100_000, result
     assert result["rss_increase_mb"] == result["peak_rss_mb"] - result["rss_before_mb"] >= 0
+    # The profile of the step: the convolutions and their gradients, BatchNorm on the fused kernel
+    # (forward and backward; oneDNN renames them _MklNative...), the fused SGD update.
+    profile = {op.op_type: op for op in result["profile"]}
+    assert sum(op.share for op in profile.values()) == pytest.approx(1.0)
+    assert [op.seconds for op in result["profile"]] == sorted((op.seconds for op in result["profile"]), reverse=True)
+    kinds = " ".join(profile)
+    for kind in ("Conv2D", "Conv2DBackpropFilter", "FusedBatchNormV3", "FusedBatchNormGradV3", "ResourceApplyMomentum"):
+        assert kind in kinds, kinds
 
 
 def test_host_and_device_augmentation_are_measured_alternately_on_tiny_inputs(tmp_path):

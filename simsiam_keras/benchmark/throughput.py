@@ -18,6 +18,7 @@ import tensorflow as tf
 from simsiam_keras.augment.crop import random_resized_crop, resize_crop
 from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.benchmark import torch_peer
+from simsiam_keras.benchmark.profile import op_time_by_type, traced
 from simsiam_keras.config import AUGMENT_ON, BENCHMARK_BATCH_SIZE, check_config, make_config
 from simsiam_keras.data.pipeline import check_augment_on, check_batch_fits, two_view_dataset
 from simsiam_keras.data.synthetic import make_synthetic
@@ -79,6 +80,9 @@ def measure_host_memory() -> Iterator[HostMemory]:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0, proc(5))
         memory.peak_includes_startup = False
+        # The baseline is the reset mark itself: other threads may free memory between a read of
+        # VmRSS and the reset, and the mark only grows from here, so the peak is never below it.
+        memory.before_mb = _proc_status_mb("VmHWM")
     except OSError:
         pass
     try:
@@ -104,6 +108,7 @@ def train_throughput(
     steps_per_execution: int = 1,
     jit_compile: bool = False,
     augment_on: str = "host",
+    profile_dir: str | None = None,
 ) -> dict[str, Any]:
     """SimSiam training images per second (one image = two views) on random in-memory data, and
     the host memory the run took (see HostMemory).
@@ -115,8 +120,9 @@ def train_throughput(
     rates are the best round of each, and `ratio` is ours over the peer's. `steps_per_execution`
     and `jit_compile` are the pretraining run's settings of the same names. With
     `augment_on="device"` the step gets uint8 crops and view seeds and draws the views'
-    appearance itself, as a `--augment-on device` run's does. Everything is checked before the
-    model is built.
+    appearance itself, as a `--augment-on device` run's does. With `profile_dir`, `steps` more
+    steps of ours run under the TensorFlow profiler, and `profile` lists the op types by their
+    share of the op time (benchmark.profile). Everything is checked before the model is built.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -175,6 +181,9 @@ def train_throughput(
             rates.append(ours(steps))
             if peer_step:
                 peer_rates.append(peer_step.rate(steps))
+        if profile_dir:
+            with traced(profile_dir):
+                ours(steps)
     best = max(rates)
     return {
         "backbone": config.backbone,
@@ -194,6 +203,7 @@ def train_throughput(
         "peer_images_per_second": max(peer_rates) if peer_rates else None,
         "ratio": best / max(peer_rates) if peer_rates else None,
         "parameters": float(model.backbone.count_params()),
+        "profile": op_time_by_type(profile_dir) if profile_dir else None,
         "peak_rss_mb": memory.peak_mb,
         "rss_before_mb": memory.before_mb,
         "rss_increase_mb": memory.increase_mb,

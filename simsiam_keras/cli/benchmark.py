@@ -4,6 +4,7 @@
     simsiam-benchmark train --preset imagenet    # imagenet preset: resnet50 width 64, 224 px, batch 32
     simsiam-benchmark train --backbone-width 16 --peer torch   # vs the same step in PyTorch
     simsiam-benchmark train --augment-on device  # the step draws flip, jitter, grayscale and blur itself
+    simsiam-benchmark train --profile /tmp/prof  # and where the step's time goes, by op type
     simsiam-benchmark input --backbone-width 16
     simsiam-benchmark export exported/quickstart          # SavedModel vs ONNX Runtime inference
 
@@ -26,6 +27,8 @@ from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
 from simsiam_keras.config import AUGMENT_ON, BENCHMARK_BATCH_SIZE
 from simsiam_keras.train.distribute import STRATEGIES
 from simsiam_keras.train.pretrain import MIXED_PRECISION
+
+PROFILE_LINES = 15
 
 
 def build_parser() -> ArgumentParser:
@@ -51,6 +54,9 @@ def build_parser() -> ArgumentParser:
     train.add_argument("--threads", type=int, help="intra-op threads for TensorFlow and the peer (default: TensorFlow's)")
     train.add_argument("--augment-on", default="host", choices=AUGMENT_ON,
                        help="device: the step gets uint8 crops and seeds and applies flip, jitter, grayscale and blur")
+    train.add_argument("--profile", dest="profile_dir", metavar="LOGDIR",
+                       help="trace --steps more steps with the TensorFlow profiler into LOGDIR and print the op "
+                            "types' shares of the op time")
     source = commands.add_parser("input", help="pairs of views/s from the input pipeline, per stage, vs the train step")
     source.add_argument("--batch-size", type=int, default=256)
     source.add_argument("--batches", type=int, default=20)
@@ -95,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(other processes slow both steps, the peer's threads more)")
     peer_memory = ", the torch peer's included" if result["peer"] else ""
     print(f"  {memory_line(result)}{peer_memory}")
+    if result["profile"]:
+        print(f"  op self time by type, {sum(op.seconds for op in result['profile']):.2f} s summed over threads "
+              f"(trace in {args['profile_dir']}):")
+        for op in result["profile"][:PROFILE_LINES]:
+            print(f"    {op.op_type:<36}{100 * op.share:5.1f}%  {op.seconds:8.3f} s  {op.count:6d} ops")
     return 0
 
 
