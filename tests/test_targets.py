@@ -175,6 +175,7 @@ def test_replicas_take_the_same_copy_at_each_block_start():
     assert int(alternation.step.numpy()) == 5
 
 
+@pytest.mark.slow
 def test_block_and_bank_survive_a_backup_and_a_resume(tiny_config, tmp_path):
     """A run resumed from a backup in the middle of a block ends with the uninterrupted run's bank, block
     copy and weights."""
@@ -204,6 +205,7 @@ def test_block_and_bank_survive_a_backup_and_a_resume(tiny_config, tmp_path):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_moving_average_targets_keep_the_no_predictor_model_from_collapsing():
     """Table 1a vs Sec. 5.2 in miniature: without h SimSiam collapses, with the bank it does not."""
     images = make_synthetic(num_train=256, num_test=0, image_size=16, seed=0)["x_train"]
