@@ -9,8 +9,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -21,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 import simsiam_keras  # noqa: F401  (registers the classes model.keras needs)
+from simsiam_keras.cli.export import main as export_main
 from simsiam_keras.config import make_config
 from simsiam_keras.data.sources import load_dataset
 from simsiam_keras.data.synthetic import CLASS_NAMES, make_synthetic
@@ -28,9 +27,9 @@ from simsiam_keras.export import export as export_lib
 from simsiam_keras.export.load import load_feature_extractor
 from simsiam_keras.nets.backbone import build_backbone
 from simsiam_keras.train.pretrain import dtype_policy, pretrain
+from tests.commands import Ran, run_main
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "export.py"
 README = ROOT / "README.md"
 SECTION = "## Export and use the backbone"
 # The projector and predictor are larger than the backbone, so an export that kept them
@@ -82,10 +81,8 @@ def onnx_outputs(path: Path, images: np.ndarray) -> dict:
     return {n: np.concatenate([p[i] for p in parts]) for i, n in enumerate(names)}
 
 
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=600)
+def run_cli(args: list[str], cwd: Path) -> Ran:
+    return run_main(export_main, *args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,6 @@
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ from simsiam_keras.evaluate.results import read_results
 from simsiam_keras.export.export import export_backbone
 from simsiam_keras.export.load import load_backbone, load_feature_extractor
 from simsiam_keras.method.model import build_simsiam
+from tests.commands import run_main
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "knn_eval.py"
 
@@ -128,12 +126,8 @@ def test_tfds_splits_stream_the_stored_images_and_labels(tmp_path):
 
 def test_cli_prints_top1_writes_json_and_appends_to_results(run_dir, npz_data):
     before = len(read_results(str(run_dir)))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--checkpoint", str(run_dir / "model.keras"), "--dataset", f"npz:{npz_data}",
-         "--k", "10", "--temperature", "0.2", "--batch-size", "64"],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
+    result = run_main(_script_main(), "--checkpoint", run_dir / "model.keras", "--dataset", f"npz:{npz_data}",
+                      "--k", "10", "--temperature", "0.2", "--batch-size", "64")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "kNN top-1" in result.stdout
     written = json.loads((run_dir / "knn_shapes.json").read_text())

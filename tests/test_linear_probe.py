@@ -3,8 +3,6 @@ frozen, kNN is the floor, the CLI and its files."""
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -15,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 import simsiam_keras  # noqa: F401  (registers the classes model.keras needs)
 from simsiam_keras.augment.crop import eval_view
+from simsiam_keras.cli.linear_eval import main
 from simsiam_keras.config import (
     LARS_MIN_STEPS_PER_EPOCH,
     PAPER_PROBE_BATCH,
@@ -36,8 +35,7 @@ from simsiam_keras.evaluate.logistic import fit_logistic
 from simsiam_keras.export import export as export_lib
 from simsiam_keras.export.load import load_backbone
 from simsiam_keras.method.model import build_simsiam
-
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "linear_eval.py")
+from tests.commands import run_main
 
 
 @pytest.fixture(scope="module")
@@ -292,8 +290,7 @@ def test_default_recipe_follows_the_steps_an_epoch_at_the_papers_batch(images, r
 
 
 def run_cli(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env, timeout=600)
+    return run_main(main, *args)
 
 
 def test_cli_default_probe_records_its_recipe_choice_and_knn_floor(source, pretrained_run, tmp_path):

@@ -4,23 +4,20 @@ import csv
 import json
 import os
 import re
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
-import simsiam_keras  # noqa: F401  (registers the classes model.keras needs)
+from simsiam_keras.cli.pretrain import main
+from tests.commands import run_main
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "pretrain.py")
 TINY = ["--preset", "cifar", "--image-size", "16", "--backbone-width", "4", "--proj-dim", "32", "--proj-hidden-dim", "32",
         "--pred-hidden-dim", "8", "--batch-size", "16"]
 
 
-def run_cli(*args, cwd=None):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+def run_cli(*args):
+    return run_main(main, *args)
 
 
 def test_cli_run_writes_config_history_and_model(npz_dataset, tmp_path):
