@@ -78,7 +78,7 @@ def npz_dataset(tmp_path_factory):
 def synthetic_run(tmp_path_factory):
     """One short pretraining on the synthetic data, shared by the tests that need a trained encoder.
 
-    Quickstart recipe at width 8: 5 epochs of 40 steps at batch 128 on 2,560 images, the kNN
+    Quickstart recipe at width 8: 4 epochs of 40 steps at batch 128 on 2,560 images, the kNN
     monitor at the start and the end. Its `config` rebuilds the random initialisation it started
     from (`keras.utils.set_random_seed(config.seed)` then `build_simsiam(config)`).
     """
@@ -91,7 +91,7 @@ def synthetic_run(tmp_path_factory):
 
     run = tmp_path_factory.mktemp("synthetic_run")
     source = from_arrays("synthetic", **make_synthetic(num_train=2560, num_test=500, seed=0))
-    config = make_config("quickstart", backbone_width=8, epochs=5, steps_per_epoch=40, knn_every=5, output_dir=str(run))
+    config = make_config("quickstart", backbone_width=8, epochs=4, steps_per_epoch=40, knn_every=4, output_dir=str(run))
     keras.utils.set_random_seed(config.seed)
     result = pretrain(config, source=source, verbose=0)
     keras.backend.clear_session()

@@ -14,8 +14,10 @@ import pytest
 import tensorflow as tf
 
 import simsiam_keras  # noqa: F401  (registers the classes model.keras needs)
+from simsiam_keras.cli.pretrain import main
 from simsiam_keras.train import backup
 from simsiam_keras.train.divergence import DivergenceError
+from tests.commands import run_main
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "pretrain.py")
 STEPS, EPOCHS, EVERY = 8, 4, 3  # 64 images in batches of 8; a backup every 3 global steps
@@ -124,9 +126,8 @@ def test_resuming_with_another_architecture_or_recipe_is_refused_before_building
     (run / "backup" / "checkpoint").write_text('model_checkpoint_path: "ckpt-3"\nall_model_checkpoint_paths: "ckpt-3"\n')
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
 
-    result = subprocess.run(command("--dataset", f"npz:{npz_dataset}", *RUN, "--backbone-width", "16",
-                                    "--epochs", "1", "--output-dir", str(run)),
-                            capture_output=True, text=True, env=ENV, timeout=300)
+    result = run_main(main, "--dataset", f"npz:{npz_dataset}", *RUN, "--backbone-width", "16", "--epochs", "1",
+                      "--output-dir", run)
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot resume") and "different architecture (backbone_width 8 there, 16 here)" in last
@@ -257,8 +258,9 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_backup(tmp_path, tin
 
 def test_cli_divergence_is_one_error_line_and_exit_code_3(npz_dataset, tmp_path):
     run = tmp_path / "run"
-    result = subprocess.run(command("--dataset", f"npz:{npz_dataset}", *RUN, "--base-lr", "1e30", "--output-dir", str(run)),
-                            capture_output=True, text=True, env=ENV, timeout=300)
+    # In this process: without --deterministic, which would stay on for the tests after this one.
+    flags = [flag for flag in RUN if flag != "--deterministic"]
+    result = run_main(main, "--dataset", f"npz:{npz_dataset}", *flags, "--base-lr", "1e30", "--output-dir", run)
     assert result.returncode == 3, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "at epoch 1, step" in last and "training stopped" in last, last

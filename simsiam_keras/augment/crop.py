@@ -99,6 +99,7 @@ def random_flip(image: tf.Tensor, prob: float | tf.Tensor, seed: tf.Tensor) -> t
 
 
 
+@tf.autograph.experimental.do_not_convert  # plain TensorFlow: no AutoGraph pass when tf.data maps it
 def eval_view(images: tf.Tensor, size: int, resize_ratio: float) -> tf.Tensor:
     """The un-augmented view every evaluation sees (Appendix A): float32 [0, 255], `size` x `size`.
 

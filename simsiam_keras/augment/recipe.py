@@ -21,6 +21,10 @@ from simsiam_keras.augment.crop import random_flip, random_resized_crop
 from simsiam_keras.augment.seeds import random_apply, split_seed
 from simsiam_keras.config import AugmentConfig
 
+# The recipe is plain TensorFlow (Python control flow only on the config): tf.data and
+# tf.function need not run AutoGraph's source transformation over it, ~2 s of every run's start.
+plain_tf = tf.autograph.experimental.do_not_convert
+
 
 class SimSiamAugment:
     """One SimSiam view of one image: crop, flip, jitter, grayscale, blur (Appendix A).
@@ -36,9 +40,11 @@ class SimSiamAugment:
         self.config = config if config is not None else AugmentConfig()
         self.blur_kernel_size = blur_kernel_size(self.image_size, self.config.blur_kernel_fraction)
 
+    @plain_tf
     def __call__(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         return self.appearance(self.crop(image, seed), seed)
 
+    @plain_tf
     def crop(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """The view's random resized crop, float32 (image_size, image_size, 3) in [0, 255]."""
         c = self.config
@@ -46,10 +52,12 @@ class SimSiamAugment:
                                    self.crop_seed(seed))
 
     @staticmethod
+    @plain_tf
     def crop_seed(seed: tf.Tensor) -> tf.Tensor:
         """The seed of the view's crop box, for pipelines that crop while decoding."""
         return split_seed(seed, 6)[0]
 
+    @plain_tf
     def appearance(self, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """Everything after the crop (flip, jitter, grayscale, blur) on a resized crop in [0, 255]."""
         c = self.config
@@ -69,6 +77,7 @@ class SimSiamAugment:
         x = tf.clip_by_value(x * 255.0, 0.0, 255.0)
         return tf.ensure_shape(x, (self.image_size, self.image_size, 3))
 
+    @plain_tf
     def appearance_batch(self, views: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
         """`appearance` of each view of an [N, image_size, image_size, 3] batch (uint8 or float in [0, 255]).
 

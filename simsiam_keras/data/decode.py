@@ -25,6 +25,8 @@ Conventions:
     with data appended after EOI) is decoded fully, which rejects truncated files.
   * BMP: TF's decoder ignores the colour table and the compression field, so 8-bit BMPs
     get their palette applied here, and compressed BMPs are rejected instead of misread.
+  * Plain TensorFlow, no Python control flow on tensors: the public functions are marked for
+    AutoGraph to leave alone (tf.data would transform their source at each run's start).
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def _guarded(fn: Callable[..., tf.Tensor], *inputs: tf.Tensor) -> tuple[tf.Tenso
     """(fn(*inputs), True), or (placeholder, False) if anything in ``fn`` fails at run time."""
     attempt = (
         tf.data.Dataset.from_tensors(inputs)
-        .map(lambda *args: (fn(*args), tf.constant(True)))
+        .map(tf.autograph.experimental.do_not_convert(lambda *args: (fn(*args), tf.constant(True))))
         .ignore_errors()
     )
     fallback = tf.data.Dataset.from_tensors((_placeholder(), tf.constant(False)))
@@ -131,6 +133,7 @@ def _decode_any(data: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(image, [None, None, 3])
 
 
+@tf.autograph.experimental.do_not_convert
 def decode_image(data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Bytes of one image file -> (uint8 HxWx3 RGB image, ok).
 
@@ -161,6 +164,7 @@ def _decode_then_crop(
     return tf.slice(image, tf.stack([offset_y, offset_x, 0]), tf.stack([crop_h, crop_w, 3]))
 
 
+@tf.autograph.experimental.do_not_convert
 def decode_and_random_crop(
     data: tf.Tensor,
     scale: Sequence[float],
@@ -194,6 +198,7 @@ def decode_and_random_crop(
     )
 
 
+@tf.autograph.experimental.do_not_convert
 def decode_eval_view(data: tf.Tensor, image_size: int, resize_ratio: float) -> tuple[tf.Tensor, tf.Tensor]:
     """Encoded image -> (uint8 image_size^2 x 3 evaluation view, ok); never raises.
 
