@@ -3,6 +3,7 @@
 The split must happen before TensorFlow initialises its devices, hence here, at import.
 """
 
+import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,6 +36,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.xdist_group(name))
                 break
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Moves everything imported by now (TensorFlow, Keras, torch...) out of the garbage collector's sight.
+
+    Those objects live as long as the process; without this, every full collection walks them
+    all, 0.2 s for the one `clear_session` runs after each test, ~90 CPU-seconds over the suite.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,10 @@ RUN = ["--preset", "cifar", "--image-size", "16", "--backbone-width", "8", "--pr
        "--backup-every-steps", str(EVERY), "--strategy", "default", "--deterministic"]
 
 
+# For the commands run in this process: TensorFlow's op determinism, once on, would stay on for later tests.
+IN_PROCESS = [flag for flag in RUN if flag != "--deterministic"]
+
+
 def command(*args):
     return [sys.executable, SCRIPT, *args]
 
@@ -107,8 +111,9 @@ def test_killed_run_resumes_at_the_same_step_and_ends_like_an_uninterrupted_one(
             assert row[key] == ref[key] or float(row[key]) == pytest.approx(float(ref[key]), rel=1e-6), (key, row, ref)
     assert len(os.listdir(run / "logs" / "train")) >= 2, "TensorBoard events of the resumed run were not appended"
 
-    # Re-running a finished run trains nothing and keeps its history.
-    again = subprocess.run(command(*args, "--output-dir", str(run)), capture_output=True, text=True, env=ENV, timeout=300)
+    # Re-running a finished run trains nothing and keeps its history (in this process, so without
+    # --deterministic: a runtime setting, not part of the recipe a resume checks).
+    again = run_main(main, "--dataset", f"npz:{npz_dataset}", *IN_PROCESS, "--output-dir", run)
     assert again.returncode == 0 and f"all {EPOCHS} epochs were already trained" in again.stdout, again.stderr[-2000:]
     assert history_rows(run) == rows
 
@@ -126,7 +131,7 @@ def test_resuming_with_another_architecture_or_recipe_is_refused_before_building
     (run / "backup" / "checkpoint").write_text('model_checkpoint_path: "ckpt-3"\nall_model_checkpoint_paths: "ckpt-3"\n')
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
 
-    result = run_main(main, "--dataset", f"npz:{npz_dataset}", *RUN, "--backbone-width", "16", "--epochs", "1",
+    result = run_main(main, "--dataset", f"npz:{npz_dataset}", *IN_PROCESS, "--backbone-width", "16", "--epochs", "1",
                       "--output-dir", run)
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
@@ -258,9 +263,7 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_backup(tmp_path, tin
 
 def test_cli_divergence_is_one_error_line_and_exit_code_3(npz_dataset, tmp_path):
     run = tmp_path / "run"
-    # In this process: without --deterministic, which would stay on for the tests after this one.
-    flags = [flag for flag in RUN if flag != "--deterministic"]
-    result = run_main(main, "--dataset", f"npz:{npz_dataset}", *flags, "--base-lr", "1e30", "--output-dir", run)
+    result = run_main(main, "--dataset", f"npz:{npz_dataset}", *IN_PROCESS, "--base-lr", "1e30", "--output-dir", run)
     assert result.returncode == 3, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "at epoch 1, step" in last and "training stopped" in last, last
