@@ -42,7 +42,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Moves everything imported by now (TensorFlow, Keras, torch...) out of the garbage collector's sight.
 
     Those objects live as long as the process; without this, every full collection walks them
-    all, 0.2 s for the one `clear_session` runs after each test, ~90 CPU-seconds over the suite.
+    all: 0.2 s for the one `clear_session` runs after each test (55 tests of test_augment.py,
+    test_lars.py and test_results.py: 12.2 s of teardown -> 0.2 s).
     """
     gc.collect()
     gc.freeze()
