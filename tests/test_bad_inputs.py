@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import pytest
 
+from tests.commands import run_main
+
 SCRIPTS = Path(__file__).parent.parent / "scripts"
 # Small enough that a row whose check is missing trains for seconds, not minutes.
 TINY = ["--preset", "quickstart", "--image-size", "16", "--backbone-width", "4", "--proj-dim", "16", "--proj-hidden-dim", "16",
@@ -219,20 +221,15 @@ def script_main(name: str):
 
 
 @pytest.mark.parametrize("script, argv, message", ROWS, ids=[_row_id(r) for r in ROWS])
-def test_mistake_is_one_line_exit_2_and_touches_nothing(tree, monkeypatch, capsys, script, argv, message):
-    monkeypatch.chdir(tree)
+def test_mistake_is_one_line_exit_2_and_touches_nothing(tree, script, argv, message):
     if script == "pretrain":
         argv = TINY + argv  # later flags win
     before = snapshot(tree)
-    try:
-        code = script_main(script)(argv)
-    except SystemExit as exit:  # argparse
-        code = exit.code
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    result = run_main(script_main(script), *argv, cwd=tree)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert message in lines[0], lines[0]
-    assert code == 2
+    assert result.returncode == 2
     assert snapshot(tree) == before, "a failed command created or changed files"
 
 

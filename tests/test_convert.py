@@ -28,6 +28,7 @@ from simsiam_keras.export import export as export_lib  # noqa: E402
 from simsiam_keras.export.load import load_backbone, load_keras_file  # noqa: E402
 from simsiam_keras.method.model import SimSiam  # noqa: E402
 from simsiam_keras.nets.backbone import build_backbone  # noqa: E402
+from tests.commands import run_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,10 +64,9 @@ def assert_agree(reference: dict, actual: dict) -> dict:
     return errors
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = convert_main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+def run_cli(*argv: str | Path) -> tuple[int, str, str]:
+    result = run_main(convert_main, *argv)
+    return result.returncode, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -131,11 +131,11 @@ def test_resnet50_at_224(tmp_path):
     assert_agree(torch_outputs(model, pixels), keras_outputs(converted.model, pixels))
 
 
-def test_linear_eval_checkpoint_becomes_a_classifier(tmp_path, capsys):
+def test_linear_eval_checkpoint_becomes_a_classifier(tmp_path):
     torch.manual_seed(4)
     backbone = tr.randomize(tr.ResNet(**CIFAR, num_classes=10), 4)
     path = _save(tr.linear_eval(backbone), tmp_path / "model_best.pth.tar")
-    code, out, err = run_cli(capsys, "--from-torch", path, "--output", tmp_path / "lincls")
+    code, out, err = run_cli("--from-torch", path, "--output", tmp_path / "lincls")
     assert code == 0, err
     classifier = load_keras_file(tmp_path / "lincls" / "classifier.keras")
     sidecar = json.loads((tmp_path / "lincls" / "classifier.json").read_text())
@@ -159,10 +159,10 @@ def test_linear_eval_checkpoint_becomes_a_classifier(tmp_path, capsys):
 # -- a run directory, and the way back ------------------------------------------------------
 
 
-def test_run_directory_and_back_to_torch(tmp_path, capsys, cifar_model):
+def test_run_directory_and_back_to_torch(tmp_path, cifar_model):
     """facebookresearch .pth -> run (both heads, both optimizers) -> .pth: the backbone's tensors bit for bit."""
     source = _save(tr.facebookresearch(cifar_model), tmp_path / "checkpoint_0099.pth.tar")
-    code, out, err = run_cli(capsys, "--from-torch", source, "--output", tmp_path / "run")
+    code, out, err = run_cli("--from-torch", source, "--output", tmp_path / "run")
     assert code == 0, err
     assert "facebookresearch" in out and "module.encoder.fc.6.bias" in out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -172,7 +172,7 @@ def test_run_directory_and_back_to_torch(tmp_path, capsys, cifar_model):
     pixels = images(32)
     assert_agree(torch_outputs(cifar_model, pixels), keras_outputs(model, pixels))
 
-    code, out, err = run_cli(capsys, "--to-torch", tmp_path / "run", "--output", tmp_path / "back.pth")
+    code, out, err = run_cli("--to-torch", tmp_path / "run", "--output", tmp_path / "back.pth")
     assert code == 0, err
     expected = collections.OrderedDict(
         (k[len("module.encoder."):], v.numpy()) for k, v in tr.facebookresearch(cifar_model)["state_dict"].items()
@@ -184,7 +184,7 @@ def test_run_directory_and_back_to_torch(tmp_path, capsys, cifar_model):
         assert written[key].numpy().dtype == value.dtype and tuple(written[key].shape) == value.shape, key
         assert written[key].numpy().tobytes() == value.tobytes(), key
 
-    code, out, err = run_cli(capsys, "--to-torch", tmp_path / "run", "--output", tmp_path / "R-18.pkl",
+    code, out, err = run_cli("--to-torch", tmp_path / "run", "--output", tmp_path / "R-18.pkl",
                              "--format", "detectron2")
     assert code == 0, err
     assert "PIXEL_MEAN [123.675, 116.280, 103.530]" in out
@@ -236,10 +236,10 @@ def test_keras_backbone_loads_into_torchvision(tmp_path, name, size, depth):
     assert tr.relative_error(features, backbone(pixels, training=False)) <= TOLERANCE
 
 
-def test_backbone_only_writes_a_checked_export(tmp_path, capsys):
+def test_backbone_only_writes_a_checked_export(tmp_path):
     model = simsiam(dict(CIFAR, stem_padding=2), seed=7)
     source = _save(tr.solo_learn(model), tmp_path / "simsiam-cifar10.ckpt")
-    code, out, err = run_cli(capsys, "--from-torch", source, "--output", tmp_path / "export", "--backbone-only",
+    code, out, err = run_cli("--from-torch", source, "--output", tmp_path / "export", "--backbone-only",
                              "--formats", "onnx")
     assert code == 0, err
     assert "parity onnx" in out
@@ -283,16 +283,14 @@ def _bad_files(tmp_path: Path, model: tr.AuthorsSimSiam) -> dict:
     return files
 
 
-def test_bad_files_are_refused_with_one_line(tmp_path, capsys, cifar_model):
+def test_bad_files_are_refused_with_one_line(tmp_path, cifar_model):
     for name, (path, expected) in _bad_files(tmp_path, cifar_model).items():
         output = tmp_path / f"out_{name}"
-        code, out, err = run_cli(capsys, "--from-torch", path, "--output", output)
+        code, out, err = run_cli("--from-torch", path, "--output", output)
         assert code == 2, (name, err)
         assert err.count("\n") == 1 and err.startswith("error: ") and expected in err, (name, err)
         assert not output.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(f".out_{name}")]
-    code, _, err = run_cli(capsys, "--to-torch", tmp_path / "nothing", "--output", tmp_path / "x.pth")
+    code, _, err = run_cli("--to-torch", tmp_path / "nothing", "--output", tmp_path / "x.pth")
     assert code == 2 and err.startswith("error: ") and not (tmp_path / "x.pth").exists()
-    with pytest.raises(SystemExit) as exit_:
-        run_cli(capsys, "--to-torch", tmp_path / "run", "--output", tmp_path / "x.pth", "--backbone-only")
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.startswith("error: --backbone-only does not apply to --to-torch")
+    code, _, err = run_cli("--to-torch", tmp_path / "run", "--output", tmp_path / "x.pth", "--backbone-only")
+    assert code == 2 and err.startswith("error: --backbone-only does not apply to --to-torch")
