@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -291,3 +293,28 @@ def test_a_backup_killed_while_being_written_leaves_the_previous_one_loadable(tm
     writer.save(1, 3)  # the resumed run writes that backup again, over the debris
     assert backup.latest_position(str(tmp_path)).global_step == 7
     backup.RunBackup(restored, str(tmp_path), strategy, 4).restore(backup.latest_position(str(tmp_path)))
+
+
+def test_a_restarted_non_chief_worker_deletes_the_backup_files_its_killed_predecessor_left(
+    tmp_path, tiny_config, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from simsiam_keras.train.pretrain import build_compiled_model
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    model = build_compiled_model(tiny_config, tf.distribute.get_strategy(), 4)
+    worker1 = SimpleNamespace(cluster_resolver=SimpleNamespace(task_type="worker", task_id=1))
+    monkeypatch.setattr(backup, "is_chief", lambda strategy: strategy is not worker1)
+    run = str(tmp_path / "run")
+    killed = backup.RunBackup(model, run, worker1, 4)
+    os.makedirs(killed.scratch)
+    (Path(killed.scratch) / "ckpt.data-00000-of-00001").write_bytes(b"\x00half")  # killed mid-write
+    restarted = backup.RunBackup(model, run, worker1, 4)
+    assert restarted.scratch == killed.scratch  # a restarted worker finds its predecessor's directory
+    restarted.save(1, 2)
+    assert os.listdir(tmp_path / "tmp") == []
+    assert not os.path.exists(run)  # only the chief writes the run's files
+    other_run = backup.RunBackup(model, str(tmp_path / "other"), worker1, 4)
+    assert other_run.scratch != killed.scratch  # two runs on one host do not share it

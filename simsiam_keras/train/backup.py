@@ -15,6 +15,7 @@ moment leaves the index naming a complete checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -114,12 +115,20 @@ def check_resumable(config: SimSiamConfig) -> Position | None:
     return position
 
 
+def _worker_scratch(output_dir: str, strategy: tf.distribute.Strategy) -> str:
+    """The temporary directory a non-chief task writes its unused backups to: one per run and task."""
+    resolver = strategy.cluster_resolver
+    run = hashlib.sha256(os.path.abspath(output_dir).encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"simsiam_backup_{run}_{resolver.task_type}{resolver.task_id}")
+
+
 class RunBackup:
     """The checkpoint of a compiled SimSiam model and the run's position, and its writer.
 
     Under multi-worker training every worker calls `save` (saving mirrored variables has
     collective ops) but only the chief writes to `OUTPUT_DIR/backup`; the others write to a
-    temporary directory that is deleted at once.
+    temporary directory that is deleted at once. That directory is named after the run and the
+    task, so a worker restarted after a kill first deletes what its killed predecessor left.
     """
 
     def __init__(self, model: keras.Model, output_dir: str, strategy: tf.distribute.Strategy, steps_per_epoch: int):
@@ -139,6 +148,7 @@ class RunBackup:
         )
         self.chief = is_chief(strategy)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, MAX_TO_KEEP) if self.chief else None
+        self.scratch = None if self.chief else _worker_scratch(output_dir, strategy)
         self.latest: Position | None = None
         self._metric_values: list | None = None
 
@@ -172,9 +182,10 @@ class RunBackup:
         if self.chief:
             path = self.manager.save(checkpoint_number=global_step)
         else:
-            scratch = tempfile.mkdtemp(prefix="simsiam_backup_")
-            path = self.checkpoint.write(os.path.join(scratch, "ckpt"))
-            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            os.mkdir(self.scratch, mode=0o700)
+            path = self.checkpoint.write(os.path.join(self.scratch, "ckpt"))
+            shutil.rmtree(self.scratch, ignore_errors=True)
         self.latest = Position(epoch, step, self.steps_per_epoch, path)
 
 

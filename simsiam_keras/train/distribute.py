@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
+import keras
 import tensorflow as tf
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
@@ -97,26 +99,8 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-def worker_output_dir(output_dir: str, strategy: tf.distribute.Strategy) -> str:
-    """Where this process writes: the run directory on the chief, a private temp dir elsewhere.
-
-    Every multi-worker task must run the same saving code (saving has collective ops), but
-    only the chief's files are the run's; the caller deletes a non-chief's dir when done.
-    """
-    if is_chief(strategy):
-        return output_dir
-    import tempfile
-
-    resolver = strategy.cluster_resolver
-    return tempfile.mkdtemp(prefix=f"simsiam_{resolver.task_type}{resolver.task_id}_")
-
-
 def weights_fingerprint(model) -> str:
     """A short hash of every weight's value: the workers of one run must print the same one."""
-    import hashlib
-
-    import keras
-
     digest = hashlib.sha256()
     for weight in model.weights:
         digest.update(weight.path.encode())
