@@ -88,7 +88,10 @@ def measure_host_memory() -> Iterator[HostMemory]:
     try:
         yield memory
     finally:
-        memory.peak_mb = _proc_status_mb("VmHWM") or _getrusage_peak_mb()
+        peak = _proc_status_mb("VmHWM") or _getrusage_peak_mb()
+        # Linux sums RSS from per-CPU counters, read without syncing them: two readings can be a
+        # few pages apart the wrong way, so a block that allocated nothing may read under its start.
+        memory.peak_mb = None if peak is None else max(peak, memory.before_mb or 0.0)
 
 
 def train_throughput(
