@@ -1,24 +1,33 @@
 """Test set-up: two logical CPU devices, so multi-replica code runs without GPUs.
 
-The split must happen before TensorFlow initialises its devices, hence here, at import.
+The split must happen before TensorFlow initialises its devices, hence in `pytest_configure`,
+before any test module is imported.
 """
 
 import gc
 import os
 
+import numpy as np
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# isort: off
-import simsiam_keras  # noqa: E402, F401  (first, as the commands do: it turns on oneDNN before TensorFlow loads)
-# isort: on
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from simsiam_keras.train.distribute import split_cpu  # noqa: E402
-
 CPU_REPLICAS = 2
-split_cpu(CPU_REPLICAS)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Imports the package (first, as the commands do: it turns on oneDNN before TensorFlow loads)
+    and splits the CPU, in each process that runs tests.
+
+    The xdist controller of `-n 2` runs none: without TensorFlow it starts in a second, instead
+    of competing for the CPU with the two workers importing it (8 s of CPU each).
+    """
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import simsiam_keras  # noqa: F401
+    from simsiam_keras.train.distribute import split_cpu
+
+    split_cpu(CPU_REPLICAS)
 
 
 # Expensive fixtures shared by several tests: under `pytest -n 2 --dist loadgroup` (the README's
@@ -67,6 +76,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
     """Each test starts from the same seeds and a float32 policy."""
+    import keras  # here, not at the top: the xdist controller must not load TensorFlow
+
     keras.utils.set_random_seed(0)
     keras.config.set_dtype_policy("float32")
     yield
@@ -110,6 +121,8 @@ def synthetic_run(tmp_path_factory):
     from (`keras.utils.set_random_seed(config.seed)` then `build_simsiam(config)`).
     """
     from types import SimpleNamespace
+
+    import keras
 
     from simsiam_keras.config import make_config
     from simsiam_keras.data.images import from_arrays

@@ -10,7 +10,8 @@ PROBE = ("import os, simsiam_keras; from tensorflow.python.util import _pywrap_u
          "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled())")
 
 
-@pytest.mark.parametrize("setting, expected", [(None, "1 True"), ("0", "0 False"), ("1", "1 True")])
+# (An explicit "1" stays "1" whenever "0" stays "0": one process fewer, 8 s of CPU.)
+@pytest.mark.parametrize("setting, expected", [(None, "1 True"), ("0", "0 False")])
 def test_onednn_is_on_unless_the_user_turned_it_off(setting, expected):
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if setting is not None:
