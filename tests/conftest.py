@@ -65,9 +65,9 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
     The collection `clear_session` runs after a test then walks only what that test made: full
     collections in the suite took 190 s over two workers, 19 s with this; its wall time 836 s ->
     691 s (that run also had automatic collection off at the start, which the suite's
-    subprocesses turn back on; not kept, not measured apart). What a frozen object holds is not freed if it is dropped later (a fixture's model):
-    the workers' peak RSS stayed the same (2.6-2.7 GB). A full collection wherever a module
-    ends, to free those, cost 60 s.
+    subprocesses turn back on; not kept, not measured apart). What a frozen object holds is not
+    freed if it is dropped later (a fixture's model): the workers' peak RSS stayed the same
+    (2.6-2.7 GB). A full collection wherever a module ends, to free those, cost 60 s.
     """
     yield
     gc.freeze()
