@@ -164,31 +164,6 @@ def test_skipped_steps_feed_each_replica_the_batches_it_would_have_had():
     assert all(np.array_equal(a, b) for a, b in zip(step_batches(7, 5), full[7:], strict=True) for a, b in zip(a, b))
 
 
-@pytest.mark.slow
-def test_fit_under_a_strategy_opens_no_extra_iterator_on_the_data(tiny_config):
-    """Keras draws a sample batch under any strategy; its iterator would advance the dataset's
-    reshuffle seeds by a timing-dependent number of passes (a resumed run would see other data)."""
-    from simsiam_keras.train.distribute import make_strategy
-    from simsiam_keras.train.pretrain import build_compiled_model
-
-    passes = []  # one entry per iterator opened on the data
-
-    def views():
-        passes.append(len(passes))
-        rng = np.random.default_rng(0)
-        while True:
-            yield tuple(rng.random((16, 16, 16, 3), dtype=np.float32) * 255 for _ in range(2))
-
-    strategy = make_strategy("mirrored")
-    spec = tf.TensorSpec((16, 16, 16, 3), tf.float32)
-    data = strategy.distribute_datasets_from_function(
-        lambda context: tf.data.Dataset.from_generator(views, output_signature=(spec, spec)))
-    model = build_compiled_model(tiny_config, strategy, 2)
-    model.fit(data, epochs=1, steps_per_epoch=2, verbose=0)
-    assert model.optimizer.iterations.numpy() == 2
-    assert passes == [0], f"fit opened {len(passes)} iterators on the training data"
-
-
 def test_a_resumed_stream_of_files_reads_at_most_one_pass_to_get_back_in_place():
     from simsiam_keras.data import pipeline
     from simsiam_keras.data.images import EncodedImages
