@@ -14,10 +14,10 @@ from simsiam_keras.data.synthetic import make_synthetic
 from simsiam_keras.method.model import SimSiam, build_simsiam
 from simsiam_keras.method.optimizers import make_optimizers
 from simsiam_keras.method.targets import AlternatingTargets, TargetBank
-from simsiam_keras.nets import heads
 from simsiam_keras.train import backup
 from simsiam_keras.train.distribute import make_strategy
 from simsiam_keras.train.pretrain import build_compiled_model
+from tests import toy
 
 STEPS = 7
 
@@ -34,13 +34,8 @@ def batches(n=STEPS, ids=False, seed=7):
 
 
 def toy_simsiam(config, alternation_steps: int = 1) -> SimSiam:
-    """SimSiam on a one-convolution backbone, compiled as pretraining compiles it: the targets' logic
-    without a ResNet's tracing time."""
-    keras.utils.set_random_seed(0)
-    backbone = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, strides=2),
-                                 keras.layers.BatchNormalization(), keras.layers.ReLU(),
-                                 keras.layers.GlobalAveragePooling2D()])
-    model = SimSiam(backbone, heads.projector(8, 32, 32, 2), heads.predictor(32, 8), alternation_steps=alternation_steps)
+    """The toy SimSiam compiled as pretraining compiles it: the targets' logic without a ResNet's tracing time."""
+    model = toy.toy_simsiam(alternation_steps=alternation_steps)
     model.compile(*make_optimizers(config, STEPS))
     return model
 
