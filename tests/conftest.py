@@ -116,8 +116,9 @@ def npz_dataset(tmp_path_factory):
 def synthetic_run(tmp_path_factory):
     """One short pretraining on the synthetic data, shared by the tests that need a trained encoder.
 
-    Quickstart recipe at width 8: 4 epochs of 40 steps at batch 128 on 2,560 images, the kNN
-    monitor at the start and the end. Its `config` rebuilds the random initialisation it started
+    Quickstart recipe at width 8 and twice its lr: 3 epochs of 40 steps at batch 128 on 2,560
+    images, the kNN monitor at the start and the end (kNN 0.210 -> 0.360; at the preset's lr 0.4
+    4 epochs reach 0.314). Its `config` rebuilds the random initialisation it started
     from (`keras.utils.set_random_seed(config.seed)` then `build_simsiam(config)`).
     """
     from types import SimpleNamespace
@@ -131,7 +132,8 @@ def synthetic_run(tmp_path_factory):
 
     run = tmp_path_factory.mktemp("synthetic_run")
     source = from_arrays("synthetic", **make_synthetic(num_train=2560, num_test=500, seed=0))
-    config = make_config("quickstart", backbone_width=8, epochs=4, steps_per_epoch=40, knn_every=4, output_dir=str(run))
+    config = make_config("quickstart", backbone_width=8, base_lr=0.8, epochs=3, steps_per_epoch=40, knn_every=3,
+                         output_dir=str(run))
     keras.utils.set_random_seed(config.seed)
     result = pretrain(config, source=source, verbose=0)
     keras.backend.clear_session()
