@@ -33,7 +33,7 @@ def batches(n=STEPS, ids=False, seed=7):
     return out
 
 
-def toy_simsiam(config, alternation_steps: int = 1) -> SimSiam:
+def compiled_toy(config, alternation_steps: int = 1) -> SimSiam:
     """The toy SimSiam compiled as pretraining compiles it: the targets' logic without a ResNet's tracing time."""
     model = toy.toy_simsiam(alternation_steps=alternation_steps)
     model.compile(*make_optimizers(config, STEPS))
@@ -48,11 +48,11 @@ def fit_steps(model, steps, callbacks=()) -> list[float]:
 
 
 def test_one_step_alternation_is_simsiam(tiny_config):
-    plain = toy_simsiam(tiny_config)
+    plain = compiled_toy(tiny_config)
     assert plain.alternation is None and plain.target_bank is None  # the default path has neither
     expected = fit_steps(plain, batches(4))
     assert len(set(expected)) == 4  # four different batches
-    model = toy_simsiam(tiny_config)
+    model = compiled_toy(tiny_config)
     # The alternation's machinery with k = 1: targets from a copy of the weights refreshed every step.
     model.alternation = AlternatingTargets(model.backbone, model.projector, steps=1)
     np.testing.assert_allclose(fit_steps(model, batches(4)), expected, rtol=1e-6, atol=1e-7)
@@ -61,7 +61,7 @@ def test_one_step_alternation_is_simsiam(tiny_config):
 
 
 def test_targets_are_constant_within_a_block_and_refreshed_at_its_boundaries(tiny_config):
-    model = toy_simsiam(tiny_config, alternation_steps=3)
+    model = compiled_toy(tiny_config, alternation_steps=3)
     # The copy's BN moving statistics move with its forward passes, unused: its targets use batch statistics.
     online = model.backbone.trainable_weights + model.projector.trainable_weights
     frozen = model.alternation.backbone.trainable_weights + model.alternation.projector.trainable_weights
