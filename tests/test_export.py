@@ -1,6 +1,6 @@
 """Export: SavedModel and ONNX agree with Keras, hold only the backbone, and are written atomically.
 
-The exports under test are made by the README's own commands, and the README's Python snippets
+The exports under test are made by the commands of docs/export.md, and that page's Python snippets
 run against them, so the documentation cannot drift from the code.
 """
 
@@ -30,18 +30,15 @@ from simsiam_keras.train.pretrain import dtype_policy, pretrain
 from tests.commands import Ran, run_main
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
-SECTION = "## Export and use the backbone"
+EXPORT_PAGE = ROOT / "docs" / "export.md"
 # The projector and predictor are larger than the backbone, so an export that kept them
 # (or the optimizer's momentum, as large as the trainable weights) cannot pass the size checks.
 HEADS = dict(proj_hidden_dim=512, proj_dim=256, pred_hidden_dim=64)
 
 
-def readme_blocks(language: str) -> list[str]:
-    text = README.read_text()
-    start = text.index(SECTION)
-    end = text.find("\n## ", start + len(SECTION))
-    return re.findall(rf"```{language}\n(.*?)```", text[start : end if end > 0 else None], re.S)
+def page_blocks(language: str) -> list[str]:
+    """The code blocks of docs/export.md in one language."""
+    return re.findall(rf"```{language}\n(.*?)```", EXPORT_PAGE.read_text(), re.S)
 
 
 def perturb_batch_norm(model: keras.Model, seed: int) -> None:
@@ -87,7 +84,7 @@ def run_cli(args: list[str], cwd: Path) -> Ran:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A pretraining run and a linear-probe classifier in runs/simsiam, exported by the README's commands."""
+    """A pretraining run and a linear-probe classifier in runs/simsiam, exported by the commands of docs/export.md."""
     root = tmp_path_factory.mktemp("export")
     data = make_synthetic(num_train=32, num_test=16, image_size=32, seed=0)
     np.savez(root / "tiny.npz", **data)
@@ -111,9 +108,9 @@ def workdir(tmp_path_factory):
         {"class_names": list(CLASS_NAMES), "image_size": 32, "backbone": "resnet18_cifar", "top1": 0.5}
     ))
 
-    commands = [line for block in readme_blocks("bash") for line in block.splitlines()
+    commands = [line for block in page_blocks("bash") for line in block.splitlines()
                 if line.startswith("simsiam-export ")]
-    assert len(commands) == 2, "the README's export commands changed; update this fixture"
+    assert len(commands) == 2, "docs/export.md's export commands changed; update this fixture"
     outputs = []
     for command in commands:
         args = shlex.split(command)[1:]
@@ -297,12 +294,12 @@ def test_parity_check_uses_the_output_scale():
 
 
 @pytest.mark.parametrize("index", range(3))
-def test_readme_python_snippets_run_against_an_export(workdir, index, monkeypatch):
-    blocks = readme_blocks("python")
-    assert len(blocks) == 3, "the README's export snippets changed; update this test"
+def test_export_page_python_snippets_run_against_an_export(workdir, index, monkeypatch):
+    blocks = page_blocks("python")
+    assert len(blocks) == 3, "docs/export.md's snippets changed; update this test"
     monkeypatch.chdir(workdir["root"])
     namespace: dict = {}
-    exec(compile(blocks[index], f"README.md snippet {index}", "exec"), namespace)
+    exec(compile(blocks[index], f"docs/export.md snippet {index}", "exec"), namespace)
     if "features" in namespace:
         features = np.asarray(namespace["features"])
         assert features.shape == (4, 64) and np.all(np.isfinite(features))
