@@ -290,7 +290,7 @@ GRADIENT_RECIPES = tuple(name for name, preset in LINEAR_EVAL_PRESETS.items() if
 # momentum 0.9), so over T cosine steps at lr 0.32 the head can grow by a factor of at most
 # exp(0.0016 T) from its N(0, 0.01) initialisation: 1.3 for 5,000 images (2 steps an epoch, T = 180),
 # 6.5 for CIFAR-10 (13 steps): it stays near its random start. Measured on cached features of the
-# quickstart encoder, with batches of 4096 drawn for 90 epochs of S steps (README, "Linear probe"):
+# quickstart encoder, with batches of 4096 drawn for 90 epochs of S steps (docs/benchmarks.md, "Linear probe"):
 # LARS reaches top-1 0.15 at S = 3, 0.29 at 16, 0.49 at 64 and 0.53 at 128, where it matches the
 # `sgd` recipe (0.54); ImageNet gives S = 313. Below 128 steps an epoch (524,288 images) the
 # features of the training split are cached for the full-batch fit (4.3 GB at 2048-d, float32).

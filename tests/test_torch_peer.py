@@ -66,7 +66,7 @@ def test_tiny_peer_run_reports_both_rates_and_their_ratio():
     reach), bounded in time."""
     pytest.importorskip("torch")
     # One thread each: on a loaded 2-core machine torch's oneDNN 1x1-convolution backward can
-    # deadlock on 2 threads (README, "Against PyTorch"; it hung this test in CI). Under load here:
+    # deadlock on 2 threads (docs/benchmarks.md, "Against PyTorch"; it hung this test in CI). Under load here:
     # 3 of 31 torch-only processes, 3 of 27 of these runs; 0 of 31 on one thread. Width 8: at
     # width 4, TensorFlow's oneDNN kernels corrupt the heap on one intra-op thread (upstream).
     # PYTHONFAULTHANDLER: a run that still hangs is aborted with every thread's stack.
