@@ -25,7 +25,7 @@ class SimSiam(BaseMethod):
     rest of the Keras and tf.distribute machinery.
 
     Two plug-ins change what the step sees, not how it runs. With `device_augment` (`--augment-on
-    device`) the batches are uncoloured crops and their seeds, and `make_views` draws the views'
+    device`) the batches are uncoloured crops and their seeds, and `augment_views` draws the views'
     appearance on the step's device (augment/on_device.py); it is a setting of the run, not saved
     with the model. Sec. 5.2's proof-of-concept targets (method/targets.py) replace the other
     view's projection: `alternation_steps` k > 1 takes each block of k steps' targets from the
@@ -49,7 +49,7 @@ class SimSiam(BaseMethod):
     ):
         super().__init__(**kwargs)
         self.device_augment = device_augment
-        self.make_views = AppearanceOnDevice(device_augment) if device_augment is not None else views_as_given
+        self.augment_views = AppearanceOnDevice(device_augment) if device_augment is not None else views_as_given
         self.backbone = backbone
         self.projector = projector
         # None is the "no predictor" ablation (Table 1a): h is the identity.
@@ -111,7 +111,7 @@ class SimSiam(BaseMethod):
 
     @distributed_step
     def train_step(self, data):
-        x1, x2, *image_ids = self.make_views(data)  # the two views of a batch (and the images' ids)
+        x1, x2, *image_ids = self.augment_views(data)  # the two views of a batch (and the images' ids)
         with self.gradient_tape() as tape:
             (z1, z2), (p1, p2) = self((x1, x2), training=True)
             t1, t2 = self.targets(x1, x2, z1, z2, image_ids)
@@ -121,7 +121,7 @@ class SimSiam(BaseMethod):
 
     @distributed_step
     def test_step(self, data):
-        x1, x2, *_ = self.make_views(data)
+        x1, x2, *_ = self.augment_views(data)
         (z1, z2), (p1, p2) = self((x1, x2), training=False)
         return self.track(self.compute_simsiam_loss(z1, z2, p1, p2), z1, z2)
 
