@@ -149,7 +149,12 @@ class BaseMethod(keras.Model):
             start += len(variables)
 
     def run_step(self, step: Callable[[object], Logs], data) -> Logs:
-        """Runs a method's `step(data)` (see `distributed_step`) with what every step needs around it."""
+        """Runs a method's `step(data)` (see `distributed_step`) with what every step needs around it.
+
+        The home of per-step machinery that is not the method: the learning rates logged, the step
+        XLA-compiled per replica, the logs shaped for MultiWorkerMirroredStrategy; and, say, a stop
+        flag all workers must agree on (an all-reduce here, in every replica's step, read by a callback).
+        """
 
         def step_with_logs(data) -> Logs:
             rates = self.learning_rates()  # read before the step advances the schedules: the rates it applies
