@@ -121,3 +121,18 @@ class TargetBank(tf.Module):
         if replica is not None and replica.num_replicas_in_sync > 1:
             ids, rows = replica.all_gather(ids, axis=0), replica.all_gather(rows, axis=0)
         self.targets.scatter_update(tf.IndexedSlices(rows, ids))
+
+
+def proof_of_concept_targets(
+    alternation: AlternatingTargets | None, bank: TargetBank | None, online: list, x1: tf.Tensor, x2: tf.Tensor,
+    z1: tf.Tensor, z2: tf.Tensor, image_ids: list, symmetric: bool = True,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The targets in z1's and z2's places: the views' projections (SimSiam's), or those of the Sec. 5.2
+    experiments that are on. `online` is the encoder's weights (backbone + projector, in that order)."""
+    if alternation is not None:
+        z1, z2 = alternation(online, x1, x2)
+    if bank is not None:
+        if not image_ids:
+            raise ValueError("target_bank: the batches carry no image ids (two_view_dataset(..., image_ids=True))")
+        z1, z2 = bank(image_ids[0], z1, z2, symmetric)
+    return z1, z2

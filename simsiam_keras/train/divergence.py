@@ -45,7 +45,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        # Under MultiWorkerMirroredStrategy the logs are 1-element vectors (see SimSiam._logs).
+        # Under MultiWorkerMirroredStrategy the logs are 1-element vectors (see BaseMethod.run_step in method/base.py).
         loss = float(np.asarray((logs or {}).get("loss", 0.0), dtype=np.float64).reshape(-1)[0])
         if math.isfinite(loss):
             return

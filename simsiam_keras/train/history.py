@@ -40,7 +40,7 @@ def keep_history(path: str, epochs: int) -> None:
 
 
 def _scalar(value) -> float:
-    # Under MultiWorkerMirroredStrategy the logs are 1-element vectors (see SimSiam._logs).
+    # Under MultiWorkerMirroredStrategy the logs are 1-element vectors (see BaseMethod.run_step in method/base.py).
     return float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
 
 
