@@ -99,20 +99,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def closing_lines(result: PretrainResult, config: SimSiamConfig) -> str:
     """Two lines: what the run did (kNN before and after, where its files are), and the commands to run next."""
-    run = result.output_dir
-    if result.knn_before is not None and result.knn_after is not None:
-        gain = result.knn_after - result.knn_before
-        knn = f"kNN accuracy {result.knn_before:.3f} at random init -> {result.knn_after:.3f} after training ({gain:+.3f})"
-    elif result.knn_before is not None:
-        knn = f"kNN accuracy {result.knn_before:.3f} at random init"
-    else:
-        knn = "no kNN monitor"
+    run, before, after = result.output_dir, result.knn_before, result.knn_after
+    knn = ""
+    if before is not None and after is not None:
+        knn = f"kNN accuracy {before:.3f} at random init -> {after:.3f} after training ({after - before:+.3f}); "
+    elif before is not None:
+        knn = f"kNN accuracy {before:.3f} at random init; "
+    elif after is not None:
+        knn = f"kNN accuracy {after:.3f} after training; "
     files = ", ".join(name for name in ("model.keras", "curves.png", "history.csv", "config.json")
                       if os.path.exists(os.path.join(run, name)))
     checkpoint = shlex.quote(run)
     data = f" --dataset {shlex.quote(config.dataset)}" + (f" --data-dir {shlex.quote(config.data_dir)}" if config.data_dir else "")
     export = shlex.quote(os.path.join("exported", os.path.basename(os.path.normpath(run))))
-    return (f"{knn}; {run} holds {files}\n"
+    return (f"{knn}{run} holds {files}\n"
             f"next: simsiam-knn-eval --checkpoint {checkpoint}{data} (or simsiam-linear-eval) to evaluate, "
             f"simsiam-export --checkpoint {checkpoint} --output {export} to export, "
             f"simsiam-embed --checkpoint {checkpoint}{data} --output {shlex.quote(os.path.join(run, 'embeddings'))} to embed")
