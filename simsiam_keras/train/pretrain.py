@@ -201,10 +201,10 @@ def pretrain(config: SimSiamConfig, source: DataSource | None = None, verbose: i
     pipeline.check_augment_on(config.augment_on)
     steps = config.steps_per_epoch or pipeline.steps_per_epoch(len(images), config.batch_size)
     check_steps_per_execution(config, steps, start_at)
-    if verbose != 0:
-        print(describe_plan(config, source, steps, monitor_data), flush=True)
     start = time.time()
     model = build_compiled_model(config, strategy, steps, num_images=len(images))
+    if verbose != 0:  # after the last check that can refuse the settings
+        print(describe_plan(config, source, steps, monitor_data), flush=True)
     run_backup = backup.RunBackup(model, config.output_dir, strategy, steps)
     if start_at is not None:
         run_backup.restore(start_at)
