@@ -26,7 +26,8 @@ def norm(variables) -> float:
 
 def test_seeded_run_holds_its_losses_and_state():
     config = make_config("quickstart", image_size=16, backbone_width=8, proj_dim=64, proj_hidden_dim=64,
-                         pred_hidden_dim=16, batch_size=32, epochs=2, knn_every=0, proj_output_affine=True)
+                         pred_hidden_dim=16, batch_size=32, epochs=2, knn_every=0, proj_output_affine=True,
+                         base_lr=0.4)
     rng = np.random.default_rng(7)
     batches = rng.uniform(0, 255, (len(LOSSES), 32, 16, 16, 3)).astype("float32")
     views = [(x, np.clip(x + rng.normal(0, 20, x.shape), 0, 255).astype("float32")) for x in batches]

@@ -33,9 +33,33 @@ def test_cli_run_writes_config_history_and_model(npz_dataset, tmp_path):
     assert {"epoch", "loss", "z_std", "knn_acc", "lr_encoder", "lr_predictor"} <= set(rows[0])
     assert all(-1 <= float(r["loss"]) <= 1 and 0 <= float(r["knn_acc"]) <= 1 for r in rows)
     assert os.listdir(out / "logs"), "no TensorBoard logs"
+    # What it will do, first; what it did and what to run next, last.
+    lines = result.stdout.strip().splitlines()
+    plan = next(line for line in lines if line.startswith("pretraining SimSiam"))
+    assert f"npz:{npz_dataset} (64 images, 16x16)" in plan and "2 epochs of 4 steps at batch 16" in plan, plan
+    assert "kNN monitor before training and every epoch (64 bank, 16 query images)" in plan and "takes" not in plan
+    before = re.search(r"before training: knn_acc ([0-9.]+)", result.stdout).group(1)
+    done, after = lines[-2], float(rows[-1]["knn_acc"])
+    assert done.startswith(f"kNN accuracy {float(before):.3f} at random init -> {after:.3f} after training"), done
+    assert done.endswith(f"{out} holds model.keras, curves.png, history.csv, config.json"), done
+    assert lines[-1].startswith(f"next: simsiam-knn-eval --checkpoint {out} --dataset npz:{npz_dataset}"), lines[-1]
+    for command in ("simsiam-linear-eval", f"simsiam-export --checkpoint {out} --output exported/run", "simsiam-embed"):
+        assert command in lines[-1]
     model = keras.models.load_model(out / "model.keras", safe_mode=True)
     assert model.optimizer.iterations.numpy() == model.predictor_optimizer.iterations.numpy() == 2 * 64 // 16
     assert model.backbone.output_shape == (None, 4 * 8)
+
+
+def test_the_plan_of_the_untouched_quickstart_says_how_long_it_takes(npz_dataset):
+    from simsiam_keras.config import PRESET_DURATIONS, make_config
+    from simsiam_keras.data.sources import load_dataset
+    from simsiam_keras.train.pretrain import describe_plan
+
+    source = load_dataset(f"npz:{npz_dataset}")
+    quickstart = make_config(output_dir="runs/elsewhere", seed=3)
+    assert describe_plan(quickstart, source, 78, None).endswith(f"; takes {PRESET_DURATIONS['quickstart']}")
+    for changed in (make_config(epochs=4), make_config(backbone_width=16), make_config("cifar")):
+        assert "takes" not in describe_plan(changed, source, 78, None)
 
 
 def test_cli_epochs_zero_saves_the_random_init_baseline(npz_dataset, tmp_path):

@@ -10,10 +10,11 @@ import time
 from typing import Iterator, NamedTuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from simsiam_keras.augment.recipe import SimSiamAugment
-from simsiam_keras.config import MONITOR_IMAGES, SimSiamConfig, check_config
+from simsiam_keras.config import MONITOR_IMAGES, SimSiamConfig, check_config, expected_duration
 from simsiam_keras.data import pipeline, sources
 from simsiam_keras.data.eval_splits import EvalData, find_eval_data
 from simsiam_keras.data.images import DataSource
@@ -22,7 +23,7 @@ from simsiam_keras.evaluate.monitor import KNNMonitor
 from simsiam_keras.files import check_output_dir, write_atomic
 from simsiam_keras.method.model import SimSiam, build_simsiam
 from simsiam_keras.method.optimizers import make_optimizers
-from simsiam_keras.nets.backbone import check_backbone
+from simsiam_keras.nets.backbone import MIN_IMAGE_SIZE, check_backbone
 from simsiam_keras.train import backup
 from simsiam_keras.train.distribute import all_gpus, check_batch_size, is_chief, make_strategy, weights_fingerprint
 from simsiam_keras.train.divergence import DivergenceError, DivergenceGuard
@@ -39,6 +40,12 @@ class PretrainResult:
     seconds: float
     # kNN accuracy of the encoder before training (the random-init baseline), when monitored.
     knn_before: float | None = None
+
+    @property
+    def knn_after(self) -> float | None:
+        """The kNN monitor's last accuracy, if it ran after an epoch."""
+        accuracies = self.history.get("knn_acc")
+        return accuracies[-1] if accuracies else None
 
 
 @contextlib.contextmanager
@@ -147,6 +154,23 @@ def _describe(source: DataSource, monitor_data: EvalData | None) -> dict:
     return summary
 
 
+def describe_plan(config: SimSiamConfig, source: DataSource, steps: int, monitor_data: EvalData | None) -> str:
+    """What a run is about to do, in one line: data, model, steps, kNN monitor, run directory and,
+    for a preset's own run, how long it takes."""
+    images = source.pretrain_images
+    shape = f", {images.shape[1]}x{images.shape[2]}" if isinstance(images, np.ndarray) else ""
+    monitor = "off"
+    if monitor_data is not None:
+        period = "every epoch" if config.knn_every == 1 else f"every {config.knn_every} epochs"
+        monitor = f"before training and {period} ({monitor_data.bank.size:,} bank, {monitor_data.query.size:,} query images)"
+    width = f" of width {config.backbone_width}" if config.backbone in MIN_IMAGE_SIZE else ""  # the ResNets
+    duration = expected_duration(config)
+    return (f"pretraining SimSiam on {source.name} ({len(images):,} images{shape}): {config.backbone}{width} "
+            f"at {config.image_size} px, {config.epochs} epochs of {steps} steps "
+            f"at batch {config.batch_size}, lr {config.lr:g}; kNN monitor {monitor}; writing {config.output_dir}"
+            + (f"; takes {duration}" if duration else ""))
+
+
 def pretrain(config: SimSiamConfig, source: DataSource | None = None, verbose: int | str = "auto") -> PretrainResult:
     """Pretrains SimSiam as `config` says and writes the run directory.
 
@@ -179,6 +203,8 @@ def pretrain(config: SimSiamConfig, source: DataSource | None = None, verbose: i
     check_steps_per_execution(config, steps, start_at)
     start = time.time()
     model = build_compiled_model(config, strategy, steps, num_images=len(images))
+    if verbose != 0:  # after the last check that can refuse the settings
+        print(describe_plan(config, source, steps, monitor_data), flush=True)
     run_backup = backup.RunBackup(model, config.output_dir, strategy, steps)
     if start_at is not None:
         run_backup.restore(start_at)
