@@ -14,7 +14,7 @@ import numpy as np
 from simsiam_keras.config import EVAL_RESIZE_RATIO, SimSiamConfig
 from simsiam_keras.data.eval_splits import eval_data
 from simsiam_keras.evaluate.knn import knn_accuracy
-from simsiam_keras.export.litert import DriftCheck, FeatureFn, cosine_figures
+from simsiam_keras.export.litert import DriftCheck, FeatureFn, cosine_figures, run_dataset
 
 # Images of each split (bank, query) the check reads: the LiteRT interpreter runs on the CPU.
 DRIFT_IMAGES = 1000
@@ -34,9 +34,7 @@ def monitor_drift(settings: Mapping[str, Any], image_size: int, dataset: str | N
 
     Raises ValueError (one line, naming the dataset) when the data has no labelled splits.
     """
-    name = dataset or (settings.get("data") or {}).get("name") or settings.get("dataset")
-    if not name:
-        raise ValueError("the quantisation check needs the run's dataset; pass `dataset`")
+    name = run_dataset(settings, dataset)
     ratio = float(settings.get("eval_resize_ratio") or EVAL_RESIZE_RATIO)
     k = int(settings.get("knn_k") or SimSiamConfig.knn_k)
     temperature = float(settings.get("knn_temperature") or SimSiamConfig.knn_temperature)

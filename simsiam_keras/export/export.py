@@ -55,6 +55,8 @@ PARITY_TOLERANCE = 1e-4
 # the batch dimension is dynamic in every format.
 PARITY_BATCHES = (1, 7)
 CLASSIFIER_SIDECAR = "classifier.json"
+RECIPE_FIELDS = ("batch_size", "base_lr", "momentum", "weight_decay", "predictor_lr", "warmup_epochs", "proj_layers",
+                 "proj_dim", "proj_hidden_dim", "pred_hidden_dim", "symmetric", "stop_gradient", "seed")
 
 Outputs = Callable[[tf.Tensor], dict[str, tf.Tensor]]
 # (the run's settings, image size, dataset override) -> how a quantised model's drift is measured
@@ -277,6 +279,8 @@ def training_info(config: SimSiamConfig | Mapping[str, Any] | None) -> dict[str,
         # The evaluation view the run used (augment.crop.eval_view), which evaluations reuse.
         "eval_resize_ratio": settings.get("eval_resize_ratio"),
         "config_hash": config_hash(settings),
+        # The SimSiam recipe (Sec. 4): what a model card needs to say how the backbone was made.
+        "recipe": {k: settings.get(k) for k in RECIPE_FIELDS if k in settings},
     }
 
 

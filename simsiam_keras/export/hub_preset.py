@@ -121,12 +121,15 @@ def model_card(metadata: Mapping[str, Any]) -> str:
         "exported by simsiam-keras as a KerasHub `ResNetBackbone` (torchvision v1.5 layout).", "",
         f"- dataset: {training.get('dataset')}",
         f"- epochs: {training.get('epochs')}",
+        f"- recipe: {', '.join(f'{k} {v}' for k, v in (training.get('recipe') or {}).items()) or 'not recorded'}",
         f"- image size: {metadata['image_size']} (the image converter resizes to it and normalises with the run's "
         f"mean {metadata['normalisation']['mean']} and std {metadata['normalisation']['std']} on [0, 255] pixels)",
         f"- features: global average pool of the last feature map, {metadata['feature_dim']} dimensions",
     ]
     if metadata.get("source"):
-        lines.append(f"- converted from PyTorch: {metadata['source'].get('checkpoint') or metadata['source']}")
+        source = metadata["source"]
+        lines.append(f"- converted from PyTorch: {Path(str(source.get('file'))).name} ({source.get('layout')} layout, "
+                     f"epoch {source.get('epoch')}, sha256 {str(source.get('sha256'))[:16]})")
     results = metadata.get("results") or []
     if results:
         lines += ["", "| evaluation | dataset | split | metric | value |", "|---|---|---|---|---|"]

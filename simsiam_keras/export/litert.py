@@ -122,15 +122,22 @@ def single_image_latency(path: str | Path, image_size: int, runs: int = LATENCY_
             "runs": runs, "threads": 1, "batch": 1}
 
 
+def run_dataset(settings: Mapping[str, Any], dataset: str | None = None) -> str:
+    """The dataset quantisation reads: `dataset`, else the run's; a ValueError when neither is known."""
+    name = dataset or (settings.get("data") or {}).get("name") or settings.get("dataset")
+    if not name or name == "unknown":  # converted PyTorch weights do not say what they saw
+        raise ValueError("quantize needs images of the data the backbone was trained on and this run does not "
+                         "name its dataset; pass `dataset` (e.g. npz:FILE, folder:DIR or a TFDS name)")
+    return name
+
+
 def calibration_images(settings: Mapping[str, Any], image_size: int, count: int = CALIBRATION_IMAGES,
                        dataset: str | None = None) -> np.ndarray:
     """`count` training images of the run's dataset (or `dataset`) through the evaluation view, drawn with the run's seed.
 
     float32 [0, 255] at `image_size`, as evaluation and the SavedModel see them.
     """
-    name = dataset or (settings.get("data") or {}).get("name") or settings.get("dataset")
-    if not name:
-        raise ValueError("quantize int8 needs the run's dataset for calibration; pass `dataset`")
+    name = run_dataset(settings, dataset)
     seed = int(settings.get("seed") or 0)
     ratio = float(settings.get("eval_resize_ratio") or EVAL_RESIZE_RATIO)
     split = eval_data(name, settings.get("data_dir"), seed).bank
