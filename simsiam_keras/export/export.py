@@ -414,7 +414,9 @@ def _export(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         saved_model = staging / SAVED_MODEL_DIR
-        _write_saved_model(model, outputs, saved_model)
+        # ONNX and LiteRT are converted from the SavedModel; a KerasHub preset alone does not need it.
+        if set(formats) - {"keras-hub"}:
+            _write_saved_model(model, outputs, saved_model)
         images = parity_images(_image_size(model))
         reference = {k: v.numpy().astype(np.float64) for k, v in outputs(tf.constant(images)).items()}
         parity: dict[str, Any] = {
@@ -436,7 +438,7 @@ def _export(
             hub_preset.write_preset(model, staging / hub_preset.PRESET_DIR, metadata)
             features = hub_preset.preset_features(staging / hub_preset.PRESET_DIR, images)
             parity["keras-hub"] = compare_outputs(reference, {OUTPUT_NAME: features})
-        if "saved_model" not in formats:
+        if "saved_model" not in formats and saved_model.exists():
             shutil.rmtree(saved_model)
         files = {"saved_model": SAVED_MODEL_DIR, "onnx": ONNX_FILE, "litert": litert.LITERT_FILES["float32"],
                  "keras-hub": hub_preset.PRESET_DIR}
@@ -603,6 +605,8 @@ def export_checkpoint(
     if sidecar is not None and (quantize or "keras-hub" in formats):
         raise ValueError(f"checkpoint {checkpoint}: a linear classifier exports to saved_model, onnx and float32 "
                          "litert; quantize and keras-hub take a run's model.keras")
+    if quantize and sidecar is None:
+        litert.run_dataset(config or {}, dataset)  # checked before the model is loaded
     model = load_keras_file(path)
     if isinstance(model, SimSiam):
         check_backbone_formats(model.backbone, formats)
