@@ -28,7 +28,7 @@ from simsiam_keras.evaluate.results import append_result
 from simsiam_keras.export import litert
 from simsiam_keras.train.pretrain import pretrain
 from tests import torch_resnets as tr
-from tests.commands import run_main
+from tests.commands import Ran, run_main
 from tests.test_export import perturb_batch_norm, query_images
 
 HEADS = dict(proj_hidden_dim=64, proj_dim=64, pred_hidden_dim=16)
@@ -47,7 +47,7 @@ def make_run(root: Path, dataset: str, backbone: str, image_size: int, width: in
     return run
 
 
-def export(*argv) -> "tests.commands.Ran":  # noqa: F821
+def export(*argv) -> Ran:
     return run_main(export_main, *argv)
 
 
@@ -68,6 +68,13 @@ def relative(reference: np.ndarray, actual: np.ndarray) -> float:
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def one_line_refusal(ran, *words: str) -> None:
+    assert ran.returncode == 2 and ran.stdout == "", ran.stderr
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in ran.stderr
+    assert all(word in lines[0] for word in words), lines[0]
 
 
 # -- LiteRT ----------------------------------------------------------------------------------
@@ -249,25 +256,25 @@ def test_keras_hub_preset_holds_the_normalisation_and_a_model_card(r50_run):
     assert "ImageClassifier.from_preset" in card and "parity keras-hub" in r50_run["stdout"]
 
 
-def one_line_refusal(ran, *words: str) -> None:
-    assert ran.returncode == 2 and ran.stdout == "", ran.stderr
-    lines = ran.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in ran.stderr
-    assert all(word in lines[0] for word in words), lines[0]
-
-
-def test_keras_hub_bad_inputs_are_one_line_exit_2_and_write_nothing(digits_run, r50_run, tmp_path, monkeypatch):
-    ran = export("--checkpoint", digits_run["run"], "--output", tmp_path / "cifar", "--formats", "keras-hub")
+def test_keras_hub_refuses_the_cifar_stem_with_one_line(digits_run, tmp_path):
+    ran = export("--checkpoint", digits_run["run"], "--output", tmp_path / "cifar",
+                 "--formats", "saved_model,keras-hub")
     one_line_refusal(ran, "CIFAR stem", "resnet18_cifar")
+    assert os.listdir(tmp_path) == []
+
+
+def test_keras_hub_bad_inputs_are_one_line_exit_2_and_write_nothing(r50_run, tmp_path, monkeypatch):
     before = (r50_run["export"] / "metadata.json").read_text()
     ran = export("--checkpoint", r50_run["run"], "--output", r50_run["export"], "--formats", "keras-hub")
     one_line_refusal(ran, "already exists", "--overwrite")
     assert (r50_run["export"] / "metadata.json").read_text() == before
     ran = export("--checkpoint", r50_run["run"], "--output", tmp_path / "q", "--formats", "onnx", "--quantize", "int8")
     one_line_refusal(ran, "--quantize", "litert")
-    ran = export("--checkpoint", r50_run["run"], "--output", tmp_path / "q", "--formats", "litert", "--quantize", "int4")
+    ran = export("--checkpoint", r50_run["run"], "--output", tmp_path / "q", "--formats", "litert",
+                 "--quantize", "int4")
     one_line_refusal(ran, "--quantize", "dynamic,int8")
-    ran = export("--checkpoint", r50_run["run"], "--output", tmp_path / "q", "--formats", "litert", "--quantize", "int8")
+    ran = export("--checkpoint", r50_run["run"], "--output", tmp_path / "q", "--formats", "litert",
+                 "--quantize", "int8")
     one_line_refusal(ran, "does not name its dataset", "--dataset")  # converted weights: dataset "unknown"
     monkeypatch.setitem(sys.modules, "keras_hub", None)  # as if keras-hub were not installed
     ran = export("--checkpoint", r50_run["run"], "--output", tmp_path / "missing", "--formats", "keras-hub")

@@ -7,17 +7,32 @@ kNN top-1 (the paper's monitor, Sec. 4) computed with each model's features.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import numpy as np
 
 from simsiam_keras.config import EVAL_RESIZE_RATIO, SimSiamConfig
-from simsiam_keras.data.eval_splits import eval_data
+from simsiam_keras.data.eval_splits import LabelledSplit, eval_data
 from simsiam_keras.evaluate.knn import knn_accuracy
 from simsiam_keras.export.litert import DriftCheck, FeatureFn, cosine_figures, run_dataset
 
-# Images of each split (bank, query) the check reads: the LiteRT interpreter runs on the CPU.
+# Images of each split (bank, query) the check reads, drawn with the run's seed: the LiteRT interpreter
+# runs on the CPU.
 DRIFT_IMAGES = 1000
+
+
+def _subset(split: LabelledSplit, limit: int, seed: int) -> LabelledSplit:
+    """At most `limit` images of an in-memory split, drawn with the run's seed (a file sorted by class stays mixed)."""
+    if split.size <= limit:
+        return split
+
+    def arrays(size: int) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = split.arrays(size)
+        keep = np.sort(np.random.default_rng(seed).permutation(len(images))[:limit])
+        return images[keep], labels[keep]
+
+    return dataclasses.replace(split, size=limit, arrays=arrays)
 
 
 def _features(fn: FeatureFn, batches) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +45,7 @@ def _features(fn: FeatureFn, batches) -> tuple[np.ndarray, np.ndarray]:
 
 def monitor_drift(settings: Mapping[str, Any], image_size: int, dataset: str | None = None,
                   limit: int = DRIFT_IMAGES) -> DriftCheck:
-    """A drift check on the first `limit` images of each of the run's labelled splits (or `dataset`'s).
+    """A drift check on `limit` images of each of the run's labelled splits (or `dataset`'s).
 
     Raises ValueError (one line, naming the dataset) when the data has no labelled splits.
     """
@@ -38,10 +53,11 @@ def monitor_drift(settings: Mapping[str, Any], image_size: int, dataset: str | N
     ratio = float(settings.get("eval_resize_ratio") or EVAL_RESIZE_RATIO)
     k = int(settings.get("knn_k") or SimSiamConfig.knn_k)
     temperature = float(settings.get("knn_temperature") or SimSiamConfig.knn_temperature)
-    data = eval_data(name, settings.get("data_dir"), int(settings.get("seed") or 0)).in_memory(image_size, ratio, limit)
+    seed = int(settings.get("seed") or 0)
+    data = eval_data(name, settings.get("data_dir"), seed).in_memory(image_size, ratio, limit)
 
-    def split(which):
-        return which.batches(image_size, ratio, batch_size=64).unbatch().take(limit).batch(64)
+    def split(which: LabelledSplit):
+        return _subset(which, limit, seed).batches(image_size, ratio, batch_size=64)
 
     def check(reference: FeatureFn, candidate: FeatureFn) -> dict[str, Any]:
         figures: dict[str, Any] = {"dataset": name}

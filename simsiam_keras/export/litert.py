@@ -34,7 +34,6 @@ from simsiam_keras.export.load import INPUT_NAME, OUTPUT_NAME
 QUANTIZE = ("dynamic", "int8")
 LITERT_FILES = {"float32": "model.tflite", "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite"}
 CALIBRATION_IMAGES = 256
-# A streamed dataset's calibration images are drawn from its first images only.
 CALIBRATION_POOL = 2048
 # A quantised model is refused when its features' mean cosine similarity to the float ones is
 # below MIN_MEAN_COSINE, or its kNN top-1 on the monitor split drops by more than MAX_KNN_DROP.
@@ -133,23 +132,19 @@ def run_dataset(settings: Mapping[str, Any], dataset: str | None = None) -> str:
 
 def calibration_images(settings: Mapping[str, Any], image_size: int, count: int = CALIBRATION_IMAGES,
                        dataset: str | None = None) -> np.ndarray:
-    """`count` training images of the run's dataset (or `dataset`) through the evaluation view, drawn with the run's seed.
+    """`count` training images of the run's dataset (or `dataset`) through the evaluation view, drawn
+    with the run's seed.
 
     float32 [0, 255] at `image_size`, as evaluation and the SavedModel see them.
     """
     name = run_dataset(settings, dataset)
     seed = int(settings.get("seed") or 0)
     ratio = float(settings.get("eval_resize_ratio") or EVAL_RESIZE_RATIO)
-    split = eval_data(name, settings.get("data_dir"), seed).bank
-    rng = np.random.default_rng(seed)
-    if split.streamed:
-        pool = split.in_memory(image_size, ratio, CALIBRATION_POOL)
-        images, _ = pool.arrays(image_size)
-        chosen = images[np.sort(rng.permutation(len(images))[:count])]
-        return chosen.astype(np.float32)
+    # A streamed split (folder, large TFDS) is decoded once, its first CALIBRATION_POOL images only.
+    split = eval_data(name, settings.get("data_dir"), seed).bank.in_memory(image_size, ratio, CALIBRATION_POOL)
     images, _ = split.arrays(image_size)
-    chosen = images[np.sort(rng.permutation(len(images))[:count])]
-    if split.view is not None:
+    chosen = images[np.sort(np.random.default_rng(seed).permutation(len(images))[:count])]
+    if split.view is not None:  # already evaluation views
         return chosen.astype(np.float32)
     return eval_view(tf.constant(chosen), image_size, ratio).numpy()
 
