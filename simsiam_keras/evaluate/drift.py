@@ -15,7 +15,7 @@ import numpy as np
 from simsiam_keras.config import EVAL_RESIZE_RATIO, SimSiamConfig
 from simsiam_keras.data.eval_splits import LabelledSplit, eval_data
 from simsiam_keras.evaluate.knn import knn_accuracy
-from simsiam_keras.export.litert import DriftCheck, FeatureFn, cosine_figures, run_dataset
+from simsiam_keras.export.litert import DriftCheck, FeatureFn, cosine_figures, drift_batch_size, run_dataset
 
 # Images of each split (bank, query) the check reads, drawn with the run's seed: the LiteRT interpreter
 # runs on the CPU.
@@ -57,7 +57,7 @@ def monitor_drift(settings: Mapping[str, Any], image_size: int, dataset: str | N
     data = eval_data(name, settings.get("data_dir"), seed).in_memory(image_size, ratio, limit)
 
     def split(which: LabelledSplit):
-        return _subset(which, limit, seed).batches(image_size, ratio, batch_size=64)
+        return _subset(which, limit, seed).batches(image_size, ratio, batch_size=drift_batch_size(image_size))
 
     def check(reference: FeatureFn, candidate: FeatureFn) -> dict[str, Any]:
         figures: dict[str, Any] = {"dataset": name}

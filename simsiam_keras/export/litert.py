@@ -40,6 +40,9 @@ CALIBRATION_POOL = 2048
 MIN_MEAN_COSINE = 0.98
 MAX_KNN_DROP = 0.02
 LATENCY_RUNS = 20
+# Pixels per batch when the drift check runs a model (64 images at 64 px, 5 at 224 px): a ResNet-50's
+# activations at 224 px take ~100 MB per image in Keras and in the interpreter's arena.
+DRIFT_BATCH_PIXELS = 64 * 64 * 64
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 # (float features, quantised features) -> figures: mean_cosine, min_cosine, and if measured
@@ -157,8 +160,14 @@ def cosine_figures(reference: np.ndarray, candidate: np.ndarray) -> dict[str, fl
     return {"mean_cosine": float(np.mean(cosine)), "min_cosine": float(np.min(cosine)), "images": len(cosine)}
 
 
-def cosine_drift(images: np.ndarray, batch_size: int = 64) -> DriftCheck:
+def drift_batch_size(image_size: int) -> int:
+    """Images per batch in a drift check: at most 64, fewer for large images (see DRIFT_BATCH_PIXELS)."""
+    return max(1, min(64, DRIFT_BATCH_PIXELS // image_size**2))
+
+
+def cosine_drift(images: np.ndarray) -> DriftCheck:
     """A drift check on given images only (no kNN): what an export without a run's labelled data can measure."""
+    batch_size = drift_batch_size(images.shape[1])
 
     def check(reference: FeatureFn, candidate: FeatureFn) -> dict[str, Any]:
         parts = [(reference(images[i : i + batch_size]), candidate(images[i : i + batch_size]))
