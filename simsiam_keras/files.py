@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import tempfile
 
+# A run's evaluation records (evaluate.results), which exports copy into their metadata.
+RESULTS_FILE = "results.json"
+
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Writes `text` to `path` whole: a reader sees the old file or the new one, never a part."""

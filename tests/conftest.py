@@ -32,7 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # Expensive fixtures shared by several tests: under `pytest -n 2 --dist loadgroup` (the README's
 # command) the tests that use one run on the same worker, so each is built once.
-SHARED_FIXTURES = ("synthetic_run", "workdir", "tree", "run_dir", "cifar_model", "decoded")
+SHARED_FIXTURES = ("synthetic_run", "workdir", "tree", "run_dir", "cifar_model", "decoded", "digits_run", "r50_run")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

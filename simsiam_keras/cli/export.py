@@ -1,8 +1,10 @@
-"""Export a pretrained backbone (or a linear-probe classifier) as a SavedModel and ONNX, with metadata.
+"""Export a pretrained backbone (or a linear-probe classifier) as a SavedModel, ONNX, LiteRT or a KerasHub preset.
 
     simsiam-export --checkpoint runs/simsiam/model.keras --output exported/quickstart
     simsiam-export --checkpoint runs/simsiam/linear/classifier.keras --output exported/quickstart_classifier
     simsiam-export --checkpoint runs/simsiam --output exported/quickstart --formats onnx --overwrite
+    simsiam-export --checkpoint runs/simsiam --output exported/edge --formats litert --quantize dynamic,int8
+    simsiam-export --checkpoint runs/r50 --output exported/r50_hub --formats keras-hub
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
-from simsiam_keras.export.export import FORMATS, ParityError, check_target, export_checkpoint, parse_formats
+from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser, one_line
+from simsiam_keras.evaluate.drift import monitor_drift
+from simsiam_keras.export.export import (
+    DEFAULT_FORMATS, FORMATS, ParityError, check_target, export_checkpoint, parse_formats,
+)
+from simsiam_keras.export.litert import MAX_KNN_DROP, MIN_MEAN_COSINE, QUANTIZE, DriftError, parse_quantize
 
 
 def build_parser() -> ArgumentParser:
@@ -19,7 +25,16 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--checkpoint", required=True,
                    help="a pretraining run's model.keras (or its directory), or a linear probe's classifier.keras")
     p.add_argument("--output", required=True, help="export folder to create, e.g. exported/NAME")
-    p.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")
+    p.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
+                   help=f"comma-separated subset of {','.join(FORMATS)} (default {','.join(DEFAULT_FORMATS)})")
+    p.add_argument("--quantize", default="",
+                   help=f"litert: also write quantised models, a comma-separated subset of {','.join(QUANTIZE)} "
+                        "(int8 is calibrated on the run's dataset)")
+    p.add_argument("--allow-drift", action="store_true", dest="allow_drift",
+                   help=f"write a quantised model even if its features' mean cosine to the float ones is below "
+                        f"{MIN_MEAN_COSINE} or its kNN top-1 drops by more than {MAX_KNN_DROP}")
+    p.add_argument("--dataset", default=None,
+                   help="dataset for int8 calibration and the quantisation check (default: the run's)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
     return p
 
@@ -33,12 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         formats = parse_formats(args.formats)
+        parse_quantize(args.quantize)
         check_target(args.output, args.overwrite)
-        result = export_checkpoint(args.checkpoint, args.output, formats, args.overwrite)
+        result = export_checkpoint(args.checkpoint, args.output, formats, args.overwrite, quantize=args.quantize,
+                                   allow_drift=args.allow_drift, dataset=args.dataset, drift=monitor_drift)
     except USER_ERRORS as error:
         return parser.report(error)
     except ParityError as error:
         print(f"error: export failed the parity check, nothing was written: {error}", file=sys.stderr)
+        return 1
+    except DriftError as error:
+        message = one_line(error).replace("`allow_drift`", "--allow-drift")
+        print(f"error: nothing was written: {message}", file=sys.stderr)
         return 1
     meta = result.metadata
     print(f"exported {meta['kind']} {meta['backbone']} ({meta['image_size']}px) to {result.output_dir} "
@@ -48,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     for fmt in formats:
         worst = max(figures["max_rel_diff"] for figures in meta["parity"][fmt].values())
         print(f"  parity {fmt} vs keras: max relative difference {worst:.2e} (tolerance {meta['parity']['tolerance']:g})")
+    for name, figures in meta.get("litert", {}).get("files", {}).items():
+        print(f"  litert {name}: {_size(figures['bytes'])}, {figures['latency']['wall_ms']:.2f} ms per image "
+              f"({figures['latency']['cpu_ms']:.2f} ms CPU, one thread)")
+    for name, figures in meta.get("litert", {}).get("quantized", {}).items():
+        knn = (f", kNN top-1 {figures['knn_top1_float']:.3f} -> {figures['knn_top1_quantized']:.3f}"
+               if "knn_top1_change" in figures else "")
+        print(f"  litert {name} vs float: mean cosine {figures['mean_cosine']:.4f} "
+              f"(min {figures['min_cosine']:.4f}){knn}")
     return 0
 
 

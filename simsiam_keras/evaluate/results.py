@@ -11,9 +11,7 @@ import os
 import time
 from typing import Any
 
-from simsiam_keras.files import write_atomic
-
-RESULTS_FILE = "results.json"
+from simsiam_keras.files import RESULTS_FILE, write_atomic
 
 
 def results_path(run_dir: str) -> str:

@@ -1,14 +1,17 @@
-"""Export: the frozen backbone, or the linear classifier, as a SavedModel and an ONNX file.
+"""Export: the frozen backbone, or the linear classifier, as a SavedModel, ONNX, LiteRT or a KerasHub preset.
 
 An export folder holds the inference graph only (no projector, predictor or optimizer state),
 with the input normalisation inside it, so callers feed float32 RGB pixels in [0, 255]:
 
     NAME/saved_model/   signature `serve`: input `images` -> `features` (or `probabilities`, `logits`)
     NAME/model.onnx     opset 17, dynamic batch, same input and output names
+    NAME/model*.tflite  `litert` (backbones also quantised: see export.litert)
+    NAME/keras_hub/     `keras-hub`, a KerasHub preset of a ResNet backbone (see export.hub_preset)
     NAME/metadata.json  what the folder holds, where it came from, and the parity figures
 
 Each export is checked at export time: the Keras model, the SavedModel and ONNX Runtime
-must agree on a fixed batch of images to 1e-4 of the feature scale, or nothing is written.
+(and the LiteRT interpreter, KerasHub) must agree on a fixed batch of images to 1e-4 of the
+feature scale, or nothing is written.
 """
 
 from __future__ import annotations
@@ -35,10 +38,14 @@ import tensorflow as tf
 
 from simsiam_keras.config import SimSiamConfig
 from simsiam_keras.data.synthetic import make_synthetic
+from simsiam_keras.export import hub_preset, litert
 from simsiam_keras.export.load import INPUT_NAME, METADATA, OUTPUT_NAME, SAVED_MODEL_DIR, load_keras_file
+from simsiam_keras.files import RESULTS_FILE
 from simsiam_keras.method.model import SimSiam
 
-FORMATS = ("saved_model", "onnx")
+FORMATS = ("saved_model", "onnx", "litert", "keras-hub")
+# What an export writes unless told otherwise.
+DEFAULT_FORMATS = ("saved_model", "onnx")
 
 ONNX_FILE = "model.onnx"
 ONNX_OPSET = 17
@@ -48,8 +55,13 @@ PARITY_TOLERANCE = 1e-4
 # the batch dimension is dynamic in every format.
 PARITY_BATCHES = (1, 7)
 CLASSIFIER_SIDECAR = "classifier.json"
+RECIPE_FIELDS = ("batch_size", "base_lr", "momentum", "weight_decay", "predictor_lr", "warmup_epochs", "proj_layers",
+                 "proj_dim", "proj_hidden_dim", "pred_hidden_dim", "symmetric", "stop_gradient", "seed")
 
 Outputs = Callable[[tf.Tensor], dict[str, tf.Tensor]]
+# (the run's settings, image size, dataset override) -> how a quantised model's drift is measured
+# (evaluate.drift.monitor_drift).
+DriftFactory = Callable[[Mapping[str, Any], int, "str | None"], litert.DriftCheck]
 
 
 class ParityError(RuntimeError):
@@ -267,6 +279,8 @@ def training_info(config: SimSiamConfig | Mapping[str, Any] | None) -> dict[str,
         # The evaluation view the run used (augment.crop.eval_view), which evaluations reuse.
         "eval_resize_ratio": settings.get("eval_resize_ratio"),
         "config_hash": config_hash(settings),
+        # The SimSiam recipe (Sec. 4): what a model card needs to say how the backbone was made.
+        "recipe": {k: settings.get(k) for k in RECIPE_FIELDS if k in settings},
     }
 
 
@@ -279,7 +293,8 @@ def _run_dir(config: SimSiamConfig | Mapping[str, Any] | None, run_dir: str | Pa
 
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for name in ("simsiam-keras", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy"):
+    for name in ("simsiam-keras", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert",
+                 "keras-hub", "numpy"):
         try:
             versions[name] = package_metadata.version(name)
         except package_metadata.PackageNotFoundError:
@@ -331,6 +346,57 @@ def replace_with(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@dataclasses.dataclass
+class LiteRTOptions:
+    """What a `litert` export writes beside the float32 model, and how the quantised ones are checked.
+
+    `calibration`: float32 [0, 255] images for `int8` (litert.calibration_images); `drift`: the
+    check a quantised model must pass (litert.cosine_drift on the calibration or parity images
+    when None); `allow_drift` writes a quantised model that fails it.
+    """
+
+    quantize: tuple[str, ...] = ()
+    calibration: np.ndarray | None = None
+    drift: litert.DriftCheck | None = None
+    allow_drift: bool = False
+    calibration_source: str | None = None
+
+
+def _write_litert(model: keras.Model, outputs: Outputs, staging: Path, reference: Mapping[str, np.ndarray],
+                  images: np.ndarray, options: LiteRTOptions) -> dict[str, Any]:
+    """The float32 `.tflite` (parity-checked) and the quantised ones (drift-checked), with sizes and latencies."""
+    size = _image_size(model)
+    saved_model = staging / SAVED_MODEL_DIR
+    files: dict[str, Any] = {}
+    with _quiet_tensorflow():
+        flat = litert.convert(saved_model, SIGNATURE)
+    (staging / litert.LITERT_FILES["float32"]).write_bytes(flat)
+    parity = compare_outputs(reference, litert.run_litert(staging / litert.LITERT_FILES["float32"], images,
+                                                          PARITY_BATCHES))
+    quantized: dict[str, Any] = {}
+    for name in ("float32", *options.quantize):
+        path = staging / litert.LITERT_FILES[name]
+        if name != "float32":
+            with _quiet_tensorflow():
+                path.write_bytes(litert.convert(saved_model, SIGNATURE, name, options.calibration))
+            drift = options.drift or litert.cosine_drift(
+                options.calibration if options.calibration is not None else parity_images(size, 64))
+            keras_features = lambda x: outputs(tf.constant(x, tf.float32))[OUTPUT_NAME].numpy()  # noqa: E731
+            quantized[name] = litert.check_drift(name, drift(keras_features, litert.feature_fn(path)),
+                                                 options.allow_drift)
+        files[name] = {"file": path.name, "bytes": path.stat().st_size,
+                       "latency": litert.single_image_latency(path, size)}
+    return {
+        "files": files,
+        "parity": parity,
+        "quantized": quantized,
+        "calibration": (f"{len(options.calibration)} evaluation views of {options.calibration_source} (seeded)"
+                        if "int8" in options.quantize else None),
+        "ops": "TFLITE_BUILTINS only (int8: TFLITE_BUILTINS_INT8); input float32 [0, 255], dynamic batch",
+        "latency_note": "median of single-image invokes, ai-edge-litert interpreter, one thread, this machine's CPU",
+    }
+
+
 def _export(
     model: keras.Model,
     outputs: Outputs,
@@ -338,6 +404,7 @@ def _export(
     metadata: dict[str, Any],
     formats: str | Sequence[str],
     overwrite: bool,
+    litert_options: LiteRTOptions | None = None,
 ) -> ExportResult:
     """Writes the formats into a temporary folder beside the target, checks parity, then renames."""
     start = time.time()
@@ -347,7 +414,9 @@ def _export(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         saved_model = staging / SAVED_MODEL_DIR
-        _write_saved_model(model, outputs, saved_model)
+        # ONNX and LiteRT are converted from the SavedModel; a KerasHub preset alone does not need it.
+        if set(formats) - {"keras-hub"}:
+            _write_saved_model(model, outputs, saved_model)
         images = parity_images(_image_size(model))
         reference = {k: v.numpy().astype(np.float64) for k, v in outputs(tf.constant(images)).items()}
         parity: dict[str, Any] = {
@@ -355,33 +424,52 @@ def _export(
             "tolerance": PARITY_TOLERANCE,
             "reference": "keras (float32)",
         }
+        extra: dict[str, Any] = {}
         if "saved_model" in formats:
             parity["saved_model"] = compare_outputs(reference, run_saved_model(saved_model, images))
         if "onnx" in formats:
             _write_onnx(saved_model, staging / ONNX_FILE)
             parity["onnx"] = compare_outputs(reference, run_onnx(staging / ONNX_FILE, images))
-        if "saved_model" not in formats:
+        if "litert" in formats:
+            extra["litert"] = _write_litert(model, outputs, staging, reference, images,
+                                            litert_options or LiteRTOptions())
+            parity["litert"] = extra["litert"].pop("parity")
+        if "keras-hub" in formats:
+            hub_preset.write_preset(model, staging / hub_preset.PRESET_DIR, metadata)
+            features = hub_preset.preset_features(staging / hub_preset.PRESET_DIR, images)
+            parity["keras-hub"] = compare_outputs(reference, {OUTPUT_NAME: features})
+        if "saved_model" not in formats and saved_model.exists():
             shutil.rmtree(saved_model)
+        files = {"saved_model": SAVED_MODEL_DIR, "onnx": ONNX_FILE, "litert": litert.LITERT_FILES["float32"],
+                 "keras-hub": hub_preset.PRESET_DIR}
         metadata = {
             **metadata,
-            "formats": {f: SAVED_MODEL_DIR if f == "saved_model" else ONNX_FILE for f in formats},
+            "formats": {f: files[f] for f in formats},
             "signature": SIGNATURE,
             "onnx_opset": ONNX_OPSET if "onnx" in formats else None,
             "input": {"name": INPUT_NAME, "shape": [None, *model.input_shape[1:]], "dtype": "float32",
                       "layout": "NHWC", "channels": "RGB", "range": [0, 255]},
             "outputs": {name: [None, *value.shape[1:]] for name, value in reference.items()},
             "parity": parity,
+            **extra,
             "versions": _versions(),
             "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         (staging / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
-        sizes = {name: _disk_size(staging / name) for name in (SAVED_MODEL_DIR, ONNX_FILE, METADATA)
-                 if (staging / name).exists()}
+        entries = (SAVED_MODEL_DIR, ONNX_FILE, *litert.LITERT_FILES.values(), hub_preset.PRESET_DIR, METADATA)
+        sizes = {name: _disk_size(staging / name) for name in entries if (staging / name).exists()}
         replace_with(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ExportResult(target, metadata, time.time() - start, sizes)
+
+
+def check_backbone_formats(backbone: keras.Model, formats: Sequence[str]) -> None:
+    """Refuses, before any work, a format this backbone cannot be written in (keras-hub: see hub_preset)."""
+    if "keras-hub" in formats:
+        hub_preset.check_expressible(backbone)
+        hub_preset.require_keras_hub()
 
 
 def export_backbone(
@@ -390,17 +478,27 @@ def export_backbone(
     *,
     config: SimSiamConfig | Mapping[str, Any] | None = None,
     run_dir: str | Path | None = None,
-    formats: str | Sequence[str] = FORMATS,
+    formats: str | Sequence[str] = DEFAULT_FORMATS,
     overwrite: bool = False,
     source: Mapping[str, Any] | None = None,
+    litert_options: LiteRTOptions | None = None,
+    results: Sequence[Mapping[str, Any]] | None = None,
 ) -> ExportResult:
     """Exports a backbone as a feature extractor: `images` (float32 [0, 255] NHWC) -> `features`.
 
     `config` (the run's SimSiamConfig or config.json) fills the training fields of
-    metadata.json, `source` (where converted weights came from) its `source` field. A
-    mixed-precision backbone is exported from a float32 copy.
+    metadata.json, `source` (where converted weights came from) its `source` field, `results`
+    (the run's results.json records) its `results`. A mixed-precision backbone is exported from
+    a float32 copy. `litert_options` says what `litert` quantises and how it is checked.
     """
+    formats = parse_formats(formats)
     check_target(output_dir, overwrite)
+    check_backbone_formats(backbone, formats)
+    options = litert_options or LiteRTOptions()
+    if options.quantize and "litert" not in formats:
+        raise ValueError("quantize applies to the litert format; add litert to `formats`")
+    if "int8" in options.quantize and options.calibration is None:
+        raise ValueError("quantize int8 needs calibration images (litert.calibration_images of the run's dataset)")
     model = float32_copy(backbone)
     metadata = {
         "kind": "backbone",
@@ -412,9 +510,11 @@ def export_backbone(
         "training": training_info(config),
         "run_dir": _run_dir(config, run_dir),
         **({"source": dict(source)} if source else {}),
+        **({"results": list(results)} if results else {}),
     }
     return _export(
-        model, lambda images: {OUTPUT_NAME: model(images, training=False)}, output_dir, metadata, formats, overwrite
+        model, lambda images: {OUTPUT_NAME: model(images, training=False)}, output_dir, metadata, formats, overwrite,
+        options,
     )
 
 
@@ -426,15 +526,19 @@ def export_classifier(
     details: Mapping[str, Any] | None = None,
     config: SimSiamConfig | Mapping[str, Any] | None = None,
     run_dir: str | Path | None = None,
-    formats: str | Sequence[str] = FORMATS,
+    formats: str | Sequence[str] = DEFAULT_FORMATS,
     overwrite: bool = False,
 ) -> ExportResult:
     """Exports backbone + linear head: `images` -> `probabilities` (softmax) and `logits`.
 
     `classifier` maps images to logits (the linear probe's `classifier.keras`); `details`
-    is its classifier.json, kept in the metadata beside `class_names`.
+    is its classifier.json, kept in the metadata beside `class_names`. LiteRT is written in
+    float32 only; a KerasHub preset holds backbones only.
     """
+    formats = parse_formats(formats)
     check_target(output_dir, overwrite)
+    if "keras-hub" in formats:
+        raise ValueError("format keras-hub exports a backbone (a run's model.keras), not a linear classifier")
     model = float32_copy(classifier)
     num_classes = int(model.output_shape[-1])
     if len(class_names) != num_classes:
@@ -467,15 +571,24 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def export_checkpoint(
     checkpoint: str | Path,
     output_dir: str | Path,
-    formats: str | Sequence[str] = FORMATS,
+    formats: str | Sequence[str] = DEFAULT_FORMATS,
     overwrite: bool = False,
+    *,
+    quantize: str | Sequence[str] | None = None,
+    allow_drift: bool = False,
+    dataset: str | None = None,
+    drift: DriftFactory | None = None,
 ) -> ExportResult:
     """Exports a pretraining run's `model.keras` (its backbone) or a linear probe's `classifier.keras`.
 
     A run directory stands for its `model.keras`. The run's config.json (beside the model,
-    or one level up for `RUN/linear/classifier.keras`) goes into the metadata.
+    or one level up for `RUN/linear/classifier.keras`) and results.json go into the metadata.
+    `quantize` (litert; backbones only) calibrates `int8` on the run's dataset, or on
+    `dataset`, which also feeds `drift` (evaluate.drift.monitor_drift: cosine and kNN on the
+    monitor split; without it, cosine similarity on the calibration images).
     """
     formats = parse_formats(formats)
+    quantize = litert.parse_quantize(quantize)
     check_target(output_dir, overwrite)
     path = Path(checkpoint)
     if path.is_dir():
@@ -487,10 +600,28 @@ def export_checkpoint(
     sidecar = _read_json(path.with_name(CLASSIFIER_SIDECAR)) if path.name != "model.keras" else None
     run_dir = path.parent if sidecar is None else path.parent.parent
     config = _read_json(run_dir / "config.json")
+    if quantize and "litert" not in formats:
+        raise ValueError("quantize applies to the litert format; add litert to `formats`")
+    if sidecar is not None and (quantize or "keras-hub" in formats):
+        raise ValueError(f"checkpoint {checkpoint}: a linear classifier exports to saved_model, onnx and float32 "
+                         "litert; quantize and keras-hub take a run's model.keras")
+    if quantize and sidecar is None:
+        litert.run_dataset(config or {}, dataset)  # checked before the model is loaded
     model = load_keras_file(path)
     if isinstance(model, SimSiam):
+        check_backbone_formats(model.backbone, formats)
+        size = _image_size(model.backbone)
+        settings = config or {}
+        options = LiteRTOptions(quantize=quantize, allow_drift=allow_drift)
+        if "int8" in quantize:
+            options.calibration = litert.calibration_images(settings, size, dataset=dataset)
+            options.calibration_source = dataset or training_info(settings)["dataset"]
+        if quantize and drift is not None:
+            options.drift = drift(settings, size, dataset)
+        results = _read_json(run_dir / RESULTS_FILE)
         return export_backbone(model.backbone, output_dir, config=config, run_dir=run_dir, formats=formats,
-                               overwrite=overwrite)
+                               overwrite=overwrite, litert_options=options, results=results,
+                               source=(config or {}).get("converted_from"))
     if sidecar is None:
         raise ValueError(
             f"checkpoint {checkpoint}: not a SimSiam model, and no {CLASSIFIER_SIDECAR} beside it for a classifier"
