@@ -290,7 +290,7 @@ def device_augment_cost(preset: str, image_size: int, batch_size: int, repeats: 
     rng = np.random.default_rng(0)
     crops = tf.constant(rng.integers(0, 256, (2 * batch_size, image_size, image_size, 3), dtype=np.uint8))
     view_seeds = tf.constant(rng.integers(0, 2**31, (2 * batch_size, 2)))
-    appearance = tf.function(augment.appearance_batch, jit_compile=True)
+    appearance = tf.function(augment.appearance_batch, jit_compile=True, autograph=False)
     start = time.perf_counter()
     appearance(crops, view_seeds).numpy()
     compile_seconds = time.perf_counter() - start

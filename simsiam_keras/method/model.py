@@ -48,7 +48,7 @@ class SimSiam(keras.Model):
         # kernel instead of hundreds of small ones on a GPU whose step is not compiled.
         self._appearance = None
         if device_augment is not None:
-            self._appearance = tf.function(device_augment.appearance_batch, jit_compile=True)
+            self._appearance = tf.function(device_augment.appearance_batch, jit_compile=True, autograph=False)
         self.backbone = backbone
         self.projector = projector
         # None is the "no predictor" ablation (Table 1a): h is the identity.
