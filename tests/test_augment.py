@@ -369,6 +369,45 @@ def test_blur_matches_reflect_padded_2d_convolution():
     np.testing.assert_allclose(blur.gaussian_blur(tf.constant(image), sigma, size).numpy(), expected, atol=1e-5)
 
 
+def _depthwise_blur(image: tf.Tensor, sigma: float, size: int) -> tf.Tensor:
+    """The blur as it was before the banded matrices: reflect padding, two depthwise convolutions."""
+    radius = size // 2
+    kernel = tf.tile(blur.gaussian_kernel(sigma, size)[:, tf.newaxis, tf.newaxis], [1, image.shape[-1], 1])
+    padded = tf.pad(image[tf.newaxis], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    out = tf.nn.depthwise_conv2d(padded, kernel[:, tf.newaxis], [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(out, kernel[tf.newaxis], [1, 1, 1, 1], "VALID")[0]
+
+
+def test_blur_as_banded_matrices_equals_the_depthwise_convolutions():
+    from sklearn.datasets import load_digits
+
+    # Real images: digits (8x8) upscaled to 64x48, as RGB in [0, 1] with a tint per channel; and noise.
+    digits = load_digits().images[:3, :, :, np.newaxis] / 16.0 * np.array([1.0, 0.7, 0.4])
+    real = tf.image.resize(digits.astype(np.float32), (64, 48), method="bicubic")
+    images = list(tf.clip_by_value(real, 0.0, 1.0)) + [tf.constant(_rand_image((20, 33, 3), seed=11))]
+    for image, (sigma, size) in zip(images, [(0.1, 7), (0.9, 13), (2.0, 23), (1.4, 19)]):
+        want = _depthwise_blur(image, sigma, size).numpy()
+        assert np.abs(want - image.numpy()).max() > (0.01 if sigma > 0.5 else 0.0)
+        np.testing.assert_allclose(blur.gaussian_blur(image, sigma, size).numpy(), want, atol=1e-6)
+        # Unknown height and width when traced, as in a dataset of images of any size.
+        dynamic = tf.function(lambda x: blur.gaussian_blur(x, sigma, size), autograph=False,
+                              input_signature=[tf.TensorSpec([None, None, 3])])
+        np.testing.assert_allclose(dynamic(image).numpy(), want, atol=1e-6)
+
+
+def test_blur_matrix_folds_the_reflect_padding_into_a_band():
+    kernels = blur.gaussian_kernel(tf.constant([0.5, 1.5]), 5).numpy()
+    matrices = blur.blur_matrix(6, tf.constant(kernels)).numpy()
+    for kernel, matrix in zip(kernels, matrices):
+        # Row i: the kernel centred on i, the taps beyond the edge reflected (index -1 is 1, 6 is 4).
+        np.testing.assert_allclose(matrix[2], [*kernel, 0], atol=1e-7)
+        np.testing.assert_allclose(matrix[0], [kernel[2], kernel[1] + kernel[3], kernel[0] + kernel[4], 0, 0, 0],
+                                   atol=1e-7)
+        np.testing.assert_allclose(matrix[5], [0, 0, 0, kernel[0] + kernel[4], kernel[1] + kernel[3], kernel[2]],
+                                   atol=1e-7)
+        np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-6)
+
+
 def test_blur_reduces_variance_more_with_larger_sigma():
     noise = tf.constant(_rand_image((32, 32, 3), seed=9))
     variances = [float(tf.math.reduce_variance(blur.gaussian_blur(noise, s, 9))) for s in (0.3, 1.0, 2.0)]

@@ -82,7 +82,13 @@ def test_tiny_peer_run_reports_both_rates_and_their_ratio():
         pytest.fail(f"the peer benchmark hung for 240 s; its threads:\n{errors[-8000:]}")
     assert process.returncode == 0, errors[-2000:]
     assert "torch" in out and out.count("images/s") >= 2, out
-    assert "(one process, 1 threads each)" in out, out
+    assert "(its own process, 1 threads each)" in out, out
+    # Each framework's peak memory from its own process: two high-water marks, each above what it added.
+    ours_memory, peer_memory = (re.search(rf"{who}: peak host memory (\d+) MB during the run: (\d+) MB before it .* \+ (\d+) MB", out)
+                  for who in ("ours", "torch peer, its own process"))
+    for memory in ours_memory, peer_memory:
+        peak, before, increase = (int(x) for x in memory.groups())
+        assert 0 < increase <= peak and abs(before + increase - peak) <= 1, out
     rounds = re.search(r"rounds, images/s: ours ([\d. ]+); torch ([\d. ]+)", out)
     ours, torch_rates = ([float(x) for x in group.split()] for group in rounds.groups())
     assert len(ours) == len(torch_rates) == 2  # two alternating rounds by default with a peer

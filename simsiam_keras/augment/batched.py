@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from simsiam_keras.augment.blur import gaussian_kernel
+from simsiam_keras.augment.blur import blur_matrix, gaussian_kernel
 from simsiam_keras.augment.colour import (
     BRIGHTNESS,
     CONTRAST,
@@ -39,6 +39,9 @@ from simsiam_keras.augment.seeds import scale_uniform, split_seeds, uniform_rows
 from simsiam_keras.config import AugmentConfig
 
 _EYE = np.eye(3, dtype=np.float32)
+# Plain TensorFlow with Python control flow only on the config: AutoGraph need not convert it
+# when a user's tf.function (with its default autograph=True) calls it.
+plain_tf = tf.autograph.experimental.do_not_convert
 
 
 def _per_image(values: tf.Tensor) -> tf.Tensor:
@@ -55,6 +58,7 @@ def _applies(prob: float, unit: tf.Tensor) -> tf.Tensor:
     return unit < prob
 
 
+@plain_tf
 def sample_appearance(config: AugmentConfig, seeds: tf.Tensor) -> dict[str, tf.Tensor]:
     """Each view's appearance parameters, drawn from its seed (a row of [N, 2] `seeds`) as `appearance` draws them.
 
@@ -154,34 +158,26 @@ def apply_color_jitter(
 # -------------------------------------------------------------------------- blur
 
 
-def _banded(kernels: tf.Tensor, size: int) -> tf.Tensor:
-    """[N, size + k - 1, size] matrices that convolve a reflect-padded axis with each image's kernel ([N, k])."""
-    taps = kernels.shape[-1]
-    tap = tf.range(size + taps - 1)[:, tf.newaxis] - tf.range(size)[tf.newaxis, :]
-    # Outside the band, index `taps`: the zero appended to each kernel.
-    tap = tf.where((tap >= 0) & (tap < taps), tap, taps)
-    return tf.gather(tf.concat([kernels, tf.zeros_like(kernels[:, :1])], axis=-1), tap, axis=1)
-
-
 def gaussian_blur(images: tf.Tensor, sigma: tf.Tensor, kernel_size: int) -> tf.Tensor:
-    """`blur.gaussian_blur` of each image with its own sigma ([N]): reflect padding, then two matmuls.
+    """`blur.gaussian_blur` of each image with its own sigma ([N]): one batched matmul per axis.
 
-    Each image's separable kernel becomes a banded matrix per axis, so the blur of the batch is
-    one batched matmul per axis (what tensor cores and TPU matrix units do best). Needs H and W
-    known when traced, and ``kernel_size // 2`` < H and < W.
+    Each image's separable kernel becomes its `blur.blur_matrix` per axis (reflect padding
+    folded in), so the blur of the batch is one batched matmul per axis (what tensor cores and
+    TPU matrix units do best). Needs H and W known when traced, and ``kernel_size // 2`` < H and < W.
     """
     if kernel_size % 2 != 1:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     height, width = images.shape[1], images.shape[2]
     if height is None or width is None:
         raise ValueError(f"gaussian_blur needs the image height and width when traced, got shape {images.shape}")
-    radius = kernel_size // 2
-    kernels = gaussian_kernel(sigma, kernel_size)
-    padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
-    rows = tf.einsum("nhwc,nhg->ngwc", padded, _banded(kernels, height))
-    return tf.einsum("nhwc,nwv->nhvc", rows, _banded(kernels, width))
+    kernels = tf.cast(gaussian_kernel(sigma, kernel_size), images.dtype)
+    rows = blur_matrix(height, kernels)
+    columns = rows if height == width else blur_matrix(width, kernels)
+    blurred = tf.einsum("ngh,nhwc->ngwc", rows, images)
+    return tf.einsum("nvw,nhwc->nhvc", columns, blurred)
 
 
+@plain_tf
 def apply_appearance(
     images: tf.Tensor, params: dict[str, tf.Tensor], config: AugmentConfig, blur_kernel_size: int
 ) -> tf.Tensor:

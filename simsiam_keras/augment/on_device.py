@@ -18,7 +18,7 @@ class AppearanceOnDevice:
     def __init__(self, augment: SimSiamAugment):
         # XLA-compiled on every device: 3x faster than plain TF ops even on a CPU, and one fused
         # kernel instead of hundreds of small ones on a GPU whose step is not compiled.
-        self.appearance = tf.function(augment.appearance_batch, jit_compile=True)
+        self.appearance = tf.function(augment.appearance_batch, jit_compile=True, autograph=False)
 
     def __call__(self, data: tuple) -> tuple:
         (crops1, crops2), (seeds1, seeds2), *image_ids = data

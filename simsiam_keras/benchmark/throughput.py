@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -19,7 +20,7 @@ from simsiam_keras.augment.crop import random_resized_crop, resize_crop
 from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.benchmark import torch_peer
 from simsiam_keras.benchmark.profile import op_time_by_type, traced
-from simsiam_keras.config import AUGMENT_ON, BENCHMARK_BATCH_SIZE, check_config, make_config
+from simsiam_keras.config import AUGMENT_ON, BENCHMARK_BATCH_SIZE, SimSiamConfig, check_config, make_config
 from simsiam_keras.data.pipeline import check_augment_on, check_batch_fits, two_view_dataset
 from simsiam_keras.data.synthetic import make_synthetic
 from simsiam_keras.export import export
@@ -92,6 +93,59 @@ def measure_host_memory() -> Iterator[HostMemory]:
         # Linux sums RSS from per-CPU counters, read without syncing them: two readings can be a
         # few pages apart the wrong way, so a block that allocated nothing may read under its start.
         memory.peak_mb = None if peak is None else max(peak, memory.before_mb or 0.0)
+
+
+class PeerProcess:
+    """The torch peer (torch_peer.TorchStep) in a process of its own, so that each framework's peak memory is its own.
+
+    A spawned child builds the peer when started and times `rate(steps)` when asked, so rounds
+    still alternate with ours; `close()` returns the child's HostMemory (its own RSS, measured
+    from after its imports, TensorFlow's and torch's) and ends it.
+    """
+
+    def __init__(self, config: SimSiamConfig, threads: int, total_steps: int):
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state of ours, no fork of TF's threads
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=_serve_peer, args=(child, config.to_dict(), threads, total_steps),
+                                        name="torch-peer", daemon=True)
+        self._process.start()
+        child.close()
+        self.version: str = self._ask("version")
+
+    def _ask(self, *request: Any) -> Any:
+        self._connection.send(request)
+        try:
+            reply = self._connection.recv()
+        except EOFError:
+            self._process.join(10)
+            raise RuntimeError(f"the torch peer's process ended (exit code {self._process.exitcode})") from None
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def rate(self, steps: int) -> float:
+        """Images per second of the peer's step over `steps` steps."""
+        return self._ask("rate", steps)
+
+    def close(self) -> HostMemory:
+        """The child's peak memory; the child ends."""
+        memory = self._ask("memory")
+        self._process.join(60)
+        return memory
+
+
+def _serve_peer(connection: Any, config: dict[str, Any], threads: int, total_steps: int) -> None:
+    """The peer's process: builds the TorchStep, then answers `PeerProcess`'s requests until `memory`."""
+    with measure_host_memory() as memory:
+        try:
+            step = torch_peer.TorchStep(SimSiamConfig.from_dict(config), threads, total_steps)
+        except Exception as error:  # sent back whole: the parent raises it
+            connection.recv()
+            connection.send(error)
+            return
+        while (request := connection.recv())[0] != "memory":
+            connection.send(step.torch.__version__ if request[0] == "version" else step.rate(request[1]))
+    connection.send(memory)
 
 
 def train_throughput(
@@ -174,7 +228,7 @@ def train_throughput(
             model.fit(data, epochs=1, steps_per_epoch=count, shuffle=False, verbose=0)
             return count * batch / (time.perf_counter() - start)
 
-        peer_step = torch_peer.TorchStep(config, threads, total_steps=steps * rounds + warmup_steps) if peer else None
+        peer_step = PeerProcess(config, threads, total_steps=steps * rounds + warmup_steps) if peer else None
         if warmup_steps:
             ours(warmup_steps)
             if peer_step:
@@ -187,6 +241,7 @@ def train_throughput(
         if profile_dir:
             with traced(profile_dir):
                 ours(steps)
+    peer_memory = peer_step.close() if peer_step else HostMemory()
     best = max(rates)
     return {
         "backbone": config.backbone,
@@ -201,7 +256,7 @@ def train_throughput(
         "load_average": load,
         "replicas": distribution.num_replicas_in_sync,
         "peer": peer,
-        "peer_version": peer_step.torch.__version__ if peer_step else None,
+        "peer_version": peer_step.version if peer_step else None,
         "peer_rounds": peer_rates,
         "peer_images_per_second": max(peer_rates) if peer_rates else None,
         "ratio": best / max(peer_rates) if peer_rates else None,
@@ -211,6 +266,11 @@ def train_throughput(
         "rss_before_mb": memory.before_mb,
         "rss_increase_mb": memory.increase_mb,
         "peak_includes_startup": memory.peak_includes_startup,
+        # The peer's own process, measured the same way (None without a peer).
+        "peer_peak_rss_mb": peer_memory.peak_mb,
+        "peer_rss_before_mb": peer_memory.before_mb,
+        "peer_rss_increase_mb": peer_memory.increase_mb,
+        "peer_peak_includes_startup": peer_memory.peak_includes_startup,
     }
 
 
@@ -290,7 +350,7 @@ def device_augment_cost(preset: str, image_size: int, batch_size: int, repeats: 
     rng = np.random.default_rng(0)
     crops = tf.constant(rng.integers(0, 256, (2 * batch_size, image_size, image_size, 3), dtype=np.uint8))
     view_seeds = tf.constant(rng.integers(0, 2**31, (2 * batch_size, 2)))
-    appearance = tf.function(augment.appearance_batch, jit_compile=True)
+    appearance = tf.function(augment.appearance_batch, jit_compile=True, autograph=False)
     start = time.perf_counter()
     appearance(crops, view_seeds).numpy()
     compile_seconds = time.perf_counter() - start

@@ -10,8 +10,8 @@
 
 `train` prints images/s and the peak host memory (RSS) of the run; run one preset per command,
 since a process's memory high-water mark is its own. `--peer torch` (needs `pip install -e .[torch]`)
-times the same SimSiam step in PyTorch alternately with ours, on the same number of threads, and
-prints both rates and their ratio. `input` prints, for each preset, the input
+times the same SimSiam step in PyTorch, in a process of its own, alternately with ours, on the same
+number of threads, and prints both rates, their ratio and each process's peak memory. `input` prints, for each preset, the input
 pipeline's pairs of views/s per stage, the train step's, host against device augmentation
 measured alternately, and what device augmentation adds to the train step.
 """
@@ -93,14 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     if result["peer"]:
         print(f"  torch {result['peer_version']} peer: {result['peer_images_per_second']:.1f} images/s "
-              f"(one process, {result['threads']} threads each)")
+              f"(its own process, {result['threads']} threads each)")
         print(f"  rounds, images/s: ours {rates(result['rounds'])}; torch {rates(result['peer_rounds'])}")
         print(f"  ours/torch: {result['ratio']:.2f}x")
     if result["load_average"] is not None:
         print(f"  load average {result['load_average']:.2f} when the run started, on {os.cpu_count()} CPUs "
               f"(other processes slow both steps, the peer's threads more)")
-    peer_memory = ", the torch peer's included" if result["peer"] else ""
-    print(f"  {memory_line(result)}{peer_memory}")
+    print(f"  {'ours: ' if result['peer'] else ''}{memory_line(result)}")
+    if result["peer"]:
+        print(f"  torch peer, its own process: {memory_line(result, 'peer_', before='Python, TensorFlow, torch')}")
     if result["profile"]:
         print(f"  op self time by type, {sum(op.seconds for op in result['profile']):.2f} s summed over threads "
               f"(trace in {args['profile_dir']}):")
@@ -113,14 +114,16 @@ def rates(values: list[float]) -> str:
     return " ".join(f"{value:.1f}" for value in values)
 
 
-def memory_line(result: dict) -> str:
-    if result["peak_rss_mb"] is None:
+def memory_line(result: dict, prefix: str = "", before: str = "Python, TensorFlow") -> str:
+    """The peak host memory of the process whose figures are `result`'s `{prefix}peak_rss_mb` etc."""
+    peak = result[f"{prefix}peak_rss_mb"]
+    if peak is None:
         return "peak host memory: not available on this platform"
-    if result["peak_includes_startup"]:
-        return f"peak host memory {result['peak_rss_mb']:.0f} MB (RSS high-water mark of the whole process)"
-    return (f"peak host memory {result['peak_rss_mb']:.0f} MB during the run: {result['rss_before_mb']:.0f} MB "
-            f"before it (Python, TensorFlow) + {result['rss_increase_mb']:.0f} MB while building and training "
-            f"(weights, optimizer state, data, activations, TensorFlow's runtime)")
+    if result[f"{prefix}peak_includes_startup"]:
+        return f"peak host memory {peak:.0f} MB (RSS high-water mark of the whole process)"
+    return (f"peak host memory {peak:.0f} MB during the run: {result[f'{prefix}rss_before_mb']:.0f} MB "
+            f"before it ({before}) + {result[f'{prefix}rss_increase_mb']:.0f} MB while building and training "
+            f"(weights, optimizer state, data, activations, the framework's runtime)")
 
 
 def report_export(export_dir: str, batch_size: int, seconds: float) -> int:

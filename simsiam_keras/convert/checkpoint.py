@@ -38,7 +38,7 @@ from simsiam_keras.convert.layouts import (
 from simsiam_keras.convert.torch_format import read_torch_file, write_numpy_pickle, write_torch_file
 from simsiam_keras.evaluate.linear_probe import build_classifier, save_classifier
 from simsiam_keras.export import export as export_lib
-from simsiam_keras.export.load import load_keras_file
+from simsiam_keras.export.load import load_keras_file, read_simsiam_backbone
 from simsiam_keras.method.model import build_simsiam
 from simsiam_keras.method.optimizers import make_optimizers
 from simsiam_keras.nets.backbone import build_backbone
@@ -436,32 +436,36 @@ class TorchExport:
 
 
 def _keras_backbone(model: keras.Model | TorchModel | str | Path) -> tuple[keras.Model, Mapping[str, int] | int]:
-    """The backbone inside a run, `.keras` file or model, and its BN counters."""
+    """The backbone inside a run, `.keras` file or model, and its BN counters.
+
+    Our train step runs the encoder on both views: BN statistics move twice per step.
+    """
     if isinstance(model, TorchModel):
         return model.backbone, model.info[COUNTER]
-    sidecars: list[Path] = []
-    if not isinstance(model, keras.Model):
-        path = Path(model)
-        if path.is_dir():
-            path = path / "model.keras"
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {model}: no model.keras there and not a .keras file")
-        sidecars = [path.parent / "config.json", path.parent / "classifier.json"]
-        model = load_keras_file(path, compile=True)
-    counters: Mapping[str, int] | int = 0
-    optimizer = getattr(model, "optimizer", None)
-    if hasattr(model, "backbone"):
-        # Our train step runs the encoder on both views: BN statistics move twice per step.
-        counters = 2 * int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else 0
-        backbone = model.backbone
-    else:
-        nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-        backbone = nested[0] if len(nested) == 1 else model
-    for sidecar in sidecars:
+    if isinstance(model, keras.Model):
+        return _backbone_of(model)
+    path = Path(model)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {model}: no model.keras there and not a .keras file")
+    # A run's SimSiam: its backbone's weights and the step count only, not the heads and optimizers.
+    run = read_simsiam_backbone(path)
+    backbone, counters = (run[0], 2 * run[1]) if run is not None else _backbone_of(load_keras_file(path, compile=True))
+    for sidecar in (path.parent / "config.json", path.parent / "classifier.json"):
         recorded = json.loads(sidecar.read_text()).get(CONVERTED, {}).get(COUNTER) if sidecar.is_file() else None
         if recorded and not counters:
             counters = recorded
     return backbone, counters
+
+
+def _backbone_of(model: keras.Model) -> tuple[keras.Model, int]:
+    """A SimSiam's backbone and its BN counters (twice its encoder optimizer's steps), or a classifier's or plain backbone."""
+    if hasattr(model, "backbone"):
+        optimizer = getattr(model, "optimizer", None)
+        return model.backbone, 2 * int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else 0
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return (nested[0] if len(nested) == 1 else model), 0
 
 
 def to_torch(
