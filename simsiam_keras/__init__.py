@@ -29,6 +29,7 @@ from simsiam_keras.evaluate.monitor import KNNMonitor  # noqa: E402
 from simsiam_keras.export.export import export_backbone  # noqa: E402
 from simsiam_keras.export.load import load_backbone  # noqa: E402
 from simsiam_keras.method.model import SimSiam, build_simsiam  # noqa: E402
+from simsiam_keras.train.finetune import finetune  # noqa: E402
 from simsiam_keras.train.pretrain import pretrain  # noqa: E402
 
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ __all__ = [
     "build_simsiam",
     "eval_data",
     "export_backbone",
+    "finetune",
     "knn_eval",
     "linear_eval",
     "load_backbone",
