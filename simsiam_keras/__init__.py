@@ -23,6 +23,7 @@ from simsiam_keras.config import SimSiamConfig, make_config  # noqa: E402
 from simsiam_keras.data.eval_splits import eval_data  # noqa: E402
 from simsiam_keras.data.pipeline import two_view_dataset  # noqa: E402
 from simsiam_keras.data.sources import load_dataset  # noqa: E402
+from simsiam_keras.evaluate.embed import embed  # noqa: E402
 from simsiam_keras.evaluate.knn_eval import knn_eval  # noqa: E402
 from simsiam_keras.evaluate.linear_probe import linear_eval  # noqa: E402
 from simsiam_keras.evaluate.monitor import KNNMonitor  # noqa: E402
@@ -39,6 +40,7 @@ __all__ = [
     "SimSiamAugment",
     "SimSiamConfig",
     "build_simsiam",
+    "embed",
     "eval_data",
     "export_backbone",
     "finetune",

@@ -418,7 +418,7 @@ class FinetuneConfig:
     without warm-up, no weight decay; random resized crop + flip only; BatchNorm in training mode.
     60 epochs for 1% of ImageNet's labels, 30 for 10% (`epochs` None: chosen from the fraction).
     A small labelled set gives few steps an epoch: epochs are raised until the run takes `min_steps`
-    (ImageNet 1% at batch 4096 takes 3 x 60 = 180), and the batch is capped to the labelled images.
+    (ImageNet 1% at batch 4096 takes 4 x 60 = 240), and the batch is capped to the labelled images.
     """
 
     base_lr: float = 0.05

@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"embedded {result.count:,} images of {s['dataset']} ({'+'.join(s['splits'])}) to {result.feature_dim}-d "
           f"features with the {s['model_kind']} model in {result.seconds:.0f}s; peak memory {result.peak_memory_mb:.0f} MB")
     print(f"RankMe (effective rank) {result.rankme:.2f} of {result.feature_dim}{knn}")
-    print(f"{result.duplicates} near-duplicate pairs at cosine >= {s['duplicate_threshold']} in "
-          f"{os.path.join(result.output_dir, 'duplicates.csv')}")
+    listed = "" if s["duplicates_listed"] == result.duplicates else f" (the {s['duplicates_listed']:,} most similar listed)"
+    print(f"{result.duplicates:,} near-duplicate pairs at cosine >= {s['duplicate_threshold']} in "
+          f"{os.path.join(result.output_dir, 'duplicates.csv')}{listed}")
     print(f"projector: tensorboard --logdir {result.output_dir}   ({s['projector_points']:,} points)")
     return 0
 

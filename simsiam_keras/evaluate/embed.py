@@ -149,8 +149,8 @@ def embed(
     if tsne_map:
         _tsne()  # one line now if scikit-learn is missing, not after the features
     start = time.time()
-    data = dataset if isinstance(dataset, EvalData) else eval_data(dataset, data_dir, seed)
     extractor = load_extractor(checkpoint)
+    data = dataset if isinstance(dataset, EvalData) else eval_data(dataset, data_dir, seed)
     ratio = resize_ratio or run_settings(checkpoint).get("eval_resize_ratio", EVAL_RESIZE_RATIO)
     size = extractor.image_size
     splits = [data.bank, data.query] if split == "all" else [data.bank if split == "train" else data.query]
@@ -223,7 +223,7 @@ def embed(
         "images": int(count), "skipped": int(total - count), "feature_dim": int(extractor.feature_dim),
         "model_kind": extractor.kind, "eval_resize_ratio": ratio, "rankme": effective_rank,
         "knn_top1": knn_top1, "knn_k": KNN_K, "knn_temperature": KNN_TEMPERATURE,
-        "duplicate_threshold": duplicate_threshold, "duplicates": len(pairs),
+        "duplicate_threshold": duplicate_threshold, "duplicates": pairs.found, "duplicates_listed": len(pairs),
         "projector_points": int(len(shown)), "seconds": time.time() - start, "peak_memory_mb": peak,
     }
     with open(os.path.join(output_dir, SUMMARY_FILE), "w") as f:
@@ -236,7 +236,7 @@ def embed(
         if knn_top1 is not None:
             append_result(run_dir, dataset=data.name, split=data.query.name, metric="knn_top1", value=knn_top1,
                           protocol="embed", output_dir=output_dir)
-    return EmbedResult(int(count), int(extractor.feature_dim), effective_rank, knn_top1, len(pairs), output_dir,
+    return EmbedResult(int(count), int(extractor.feature_dim), effective_rank, knn_top1, pairs.found, output_dir,
                        summary["seconds"], peak, summary)
 
 

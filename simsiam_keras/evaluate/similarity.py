@@ -42,14 +42,23 @@ class DuplicatePairs:
     first: np.ndarray
     second: np.ndarray
     similarity: np.ndarray
+    # Pairs above the threshold, of which the `max_pairs` most similar are kept.
+    found: int = 0
 
     def __len__(self) -> int:
         return len(self.similarity)
 
 
-def duplicate_pairs(features: np.ndarray, threshold: float, max_pairs: int = 1_000_000) -> DuplicatePairs:
-    """Every pair (i < j) whose cosine similarity is at least `threshold`, most similar first (at most `max_pairs`)."""
-    first, second, sims = [], [], []
+def _most_similar(first: np.ndarray, second: np.ndarray, sims: np.ndarray, keep: int) -> tuple[np.ndarray, ...]:
+    order = np.argsort(-sims, kind="stable")[:keep]
+    return first[order], second[order], sims[order]
+
+
+def duplicate_pairs(features: np.ndarray, threshold: float, max_pairs: int = 100_000) -> DuplicatePairs:
+    """Pairs (i < j) whose cosine similarity is at least `threshold`: the `max_pairs` most similar, most
+    similar first (memory stays bounded when a weak encoder puts millions of pairs above it), and their count."""
+    first, second, sims = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    found = 0
     count = len(features)
     for start in range(0, count, CHUNK):
         q = _normalized(features[start:start + CHUNK])
@@ -59,12 +68,13 @@ def duplicate_pairs(features: np.ndarray, threshold: float, max_pairs: int = 1_0
             rows, cols = np.nonzero(sim >= threshold)
             i, j = rows + start, cols + other
             keep = i < j
-            first.append(i[keep])
-            second.append(j[keep])
-            sims.append(sim[rows[keep], cols[keep]])
-    first, second, sims = (np.concatenate(a) for a in (first, second, sims))
-    order = np.argsort(-sims, kind="stable")[:max_pairs]
-    return DuplicatePairs(first[order], second[order], sims[order])
+            found += int(np.count_nonzero(keep))
+            first = np.concatenate([first, i[keep]])
+            second = np.concatenate([second, j[keep]])
+            sims = np.concatenate([sims, sim[rows[keep], cols[keep]]])
+            if len(sims) > 2 * max_pairs:
+                first, second, sims = _most_similar(first, second, sims, max_pairs)
+    return DuplicatePairs(*_most_similar(first, second, sims, max_pairs), found=found)
 
 
 def write_duplicates(path: str, pairs: DuplicatePairs, ids: np.ndarray, labels: np.ndarray | None,
