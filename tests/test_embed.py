@@ -18,7 +18,7 @@ from simsiam_keras.cli.embed import main
 from simsiam_keras.evaluate.rankme import GramAccumulator, rankme, rankme_of_singular_values
 from tests.commands import run_main
 
-DUPLICATE = "train/3/copy_of_0007.jpg"
+DUPLICATE = "train/3/copy_of_0003.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,8 @@ def digits_folder(tmp_path_factory):
             folder = root / split / str(loaded.target[i])
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(images[i]).convert("RGB").save(folder / f"{i:04d}.png")
-    original = root / "train" / str(loaded.target[7]) / "0007.png"
-    assert loaded.target[7] == 3
+    original = root / "train" / str(loaded.target[3]) / "0003.png"
+    assert loaded.target[3] == 3
     encoded = io.BytesIO()
     Image.open(original).convert("RGB").save(encoded, "JPEG", quality=50)
     Image.open(encoded).resize((48, 48), Image.BILINEAR).save(root / DUPLICATE, quality=95)
@@ -57,7 +57,7 @@ def test_a_reencoded_resized_copy_is_found_as_a_duplicate_pair(embedded, digits_
         rows = list(csv.DictReader(f))
     sims = [float(r["similarity"]) for r in rows]
     assert sims == sorted(sims, reverse=True)
-    pair = {str(digits_folder / "train" / "3" / "0007.png"), str(digits_folder / DUPLICATE)}
+    pair = {str(digits_folder / "train" / "3" / "0003.png"), str(digits_folder / DUPLICATE)}
     found = [r for r in rows if {r["image_a"], r["image_b"]} == pair]
     assert found and found[0]["label_a"] == found[0]["label_b"] == "3"
     assert f"{len(rows):,} near-duplicate pairs" in ran.stdout
