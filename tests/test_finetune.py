@@ -3,10 +3,12 @@ its files and records, and bad input refused with one line and nothing written."
 
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from sklearn.datasets import load_digits
 
 import simsiam_keras  # noqa: F401  (registers the classes model.keras needs)
@@ -15,6 +17,7 @@ from simsiam_keras.config import FinetuneConfig, make_config, make_finetune_conf
 from simsiam_keras.data.images import from_arrays
 from simsiam_keras.data.labelled import choose_labels
 from simsiam_keras.evaluate.results import read_results
+from simsiam_keras.method.model import build_simsiam
 from simsiam_keras.train.finetune import plan_schedule
 from simsiam_keras.train.pretrain import pretrain
 from tests.commands import run_main
@@ -57,11 +60,11 @@ def test_labels_are_class_balanced_seeded_and_refuse_an_empty_class(tmp_path):
 
 def test_small_sets_take_min_steps_at_a_capped_batch():
     schedule = plan_schedule(FinetuneConfig(), labelled=143, fraction=0.1)
-    assert (schedule.batch_size, schedule.steps_per_epoch, schedule.epochs) == (143, 1, 200)
-    assert schedule.lr == pytest.approx(0.05 * 143 / 256) and len(schedule.notes) == 3
+    assert (schedule.batch_size, schedule.steps_per_epoch, schedule.epochs) == (128, 2, 100)
+    assert schedule.lr == pytest.approx(0.05 * 128 / 256) and len(schedule.notes) == 3
     imagenet_1pct = plan_schedule(FinetuneConfig(), labelled=12_811, fraction=0.01)
     assert (imagenet_1pct.batch_size, imagenet_1pct.epochs, imagenet_1pct.steps_per_epoch) == (4096, 60, 4)
-    assert plan_schedule(FinetuneConfig(), 143, 0.1, replicas=2).batch_size == 142
+    assert plan_schedule(FinetuneConfig(), 13, 0.01, replicas=2).batch_size == 8
     with pytest.raises(ValueError, match="batch_size 33 does not divide"):
         plan_schedule(make_finetune_config(batch_size=33), 100, 0.1, replicas=2)
 
@@ -144,3 +147,46 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(digits_run, digits_npz
         assert ran.stderr.count("\n") == 1 and message in ran.stderr, (case, ran.stderr)
         assert target is None or not target.exists(), case
     assert (digits_run / "results.json").read_text() == before
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A randomly initialised tiny SimSiam (16 px, width 4) saved as a run: enough to exercise the machinery."""
+    run = tmp_path_factory.mktemp("tiny_run")
+    config = make_config("quickstart", image_size=16, backbone_width=4, proj_dim=32, proj_hidden_dim=32,
+                         pred_hidden_dim=8, output_dir=str(run))
+    keras.utils.set_random_seed(0)
+    build_simsiam(config).save(run / "model.keras")
+    (run / "config.json").write_text(config.to_json())
+    return run
+
+
+def test_a_killed_finetuning_resumes_to_the_same_weights(tiny_run, npz_dataset, tmp_path):
+    argv = ("--checkpoint", tiny_run, "--dataset", f"npz:{npz_dataset}", "--labels", "8-per-class", "--batch-size", "8",
+            "--epochs", "2", "--min-steps", "1", "--no-probe")
+    whole = run_main(main, *argv, "--output-dir", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    # The state a kill after the first epoch leaves: the first epoch's backup, no results.
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "whole", killed, ignore=shutil.ignore_patterns("classifier.*", "finetune.json"))
+    first = sorted(tf.train.get_checkpoint_state(killed / "backup").all_model_checkpoint_paths)[0]
+    tf.train.update_checkpoint_state(str(killed / "backup"), os.path.basename(first))
+    keras.backend.clear_session()
+    resumed = run_main(main, *argv, "--output-dir", killed)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout and "end of epoch 1" in resumed.stdout
+    weights = [keras.models.load_model(folder / "classifier.keras").get_weights() for folder in (tmp_path / "whole", killed)]
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(*weights))
+    changed = run_main(main, *argv[:-1], "--lr", "0.1", "--no-probe", "--output-dir", killed)
+    assert changed.returncode == 2 and "cannot resume" in changed.stderr
+
+
+def test_mirrored_mixed_precision_finetuning(tiny_run, npz_dataset, tmp_path):
+    ran = run_main(main, "--checkpoint", tiny_run, "--dataset", f"npz:{npz_dataset}", "--labels", "8-per-class",
+                   "--batch-size", "8", "--epochs", "1", "--min-steps", "4", "--no-probe", "--strategy", "mirrored",
+                   "--cpu-replicas", "2", "--mixed-precision", "bfloat16", "--output-dir", tmp_path / "out")
+    assert ran.returncode == 0, ran.stderr
+    record = json.loads((tmp_path / "out" / "finetune.json").read_text())
+    assert record["recipe"]["replicas"] == 2 and record["recipe"]["steps"] == 4
+    classifier = keras.models.load_model(tmp_path / "out" / "classifier.keras")
+    assert classifier.layers[1].dtype_policy.name == "mixed_bfloat16" and classifier.output.dtype == "float32"
