@@ -23,12 +23,14 @@ from simsiam_keras.config import SimSiamConfig, make_config  # noqa: E402
 from simsiam_keras.data.eval_splits import eval_data  # noqa: E402
 from simsiam_keras.data.pipeline import two_view_dataset  # noqa: E402
 from simsiam_keras.data.sources import load_dataset  # noqa: E402
+from simsiam_keras.evaluate.embed import embed  # noqa: E402
 from simsiam_keras.evaluate.knn_eval import knn_eval  # noqa: E402
 from simsiam_keras.evaluate.linear_probe import linear_eval  # noqa: E402
 from simsiam_keras.evaluate.monitor import KNNMonitor  # noqa: E402
 from simsiam_keras.export.export import export_backbone  # noqa: E402
 from simsiam_keras.export.load import load_backbone  # noqa: E402
 from simsiam_keras.method.model import SimSiam, build_simsiam  # noqa: E402
+from simsiam_keras.train.finetune import finetune  # noqa: E402
 from simsiam_keras.train.pretrain import pretrain  # noqa: E402
 
 __version__ = "0.1.0"
@@ -38,8 +40,10 @@ __all__ = [
     "SimSiamAugment",
     "SimSiamConfig",
     "build_simsiam",
+    "embed",
     "eval_data",
     "export_backbone",
+    "finetune",
     "knn_eval",
     "linear_eval",
     "load_backbone",

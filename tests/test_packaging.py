@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("simsiam-pretrain", "simsiam-knn-eval", "simsiam-linear-eval", "simsiam-export", "simsiam-benchmark",
-            "simsiam-plot", "simsiam-convert")
+            "simsiam-plot", "simsiam-convert", "simsiam-finetune", "simsiam-embed")
 IMPORT_EVERY_MODULE = """
 import importlib, pkgutil, simsiam_keras
 names = [m.name for m in pkgutil.walk_packages(simsiam_keras.__path__, "simsiam_keras.")]

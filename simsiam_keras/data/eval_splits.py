@@ -44,6 +44,8 @@ class LabelledSplit:
     encoded: Encoded | None = dataclasses.field(default=None, repr=False)
     # Set when `arrays` already hold evaluation views, made at (image size, resize ratio).
     view: tuple[int, float] | None = None
+    # The images' file paths in split order, when they are files (folders); else they are known by index.
+    files: list[str] | None = dataclasses.field(default=None, repr=False)
 
     @property
     def streamed(self) -> bool:
@@ -156,7 +158,7 @@ def _folder(path: str) -> EvalData | str:
             data = data.map(tf.io.read_file, num_parallel_calls=AUTOTUNE)
             return tf.data.Dataset.zip((data, tf.data.Dataset.from_tensor_slices(labels[keep])))
 
-        return LabelledSplit(name, len(files), encoded=encoded)
+        return LabelledSplit(name, len(files), encoded=encoded, files=list(files))
 
     return EvalData(f"folder:{path}", list(splits["train"].class_names), split("train"), split(query))
 

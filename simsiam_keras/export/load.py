@@ -301,3 +301,13 @@ def run_dir_of(path: str | Path) -> Path:
         if isinstance(run, str) and Path(run).is_dir():
             return Path(run)
     return folder
+
+
+def check_backbone_model(model: keras.Model, checkpoint: str | Path) -> None:
+    """Raises ValueError unless `model` maps (height, width, 3) images to a feature vector, as a backbone does."""
+    inputs, outputs = model.inputs, model.outputs
+    shape_in = tuple(inputs[0].shape) if len(inputs) == 1 else None
+    shape_out = tuple(outputs[0].shape) if len(outputs) == 1 else None
+    if shape_in is None or len(shape_in) != 4 or shape_in[-1] != 3 or shape_out is None or len(shape_out) != 2:
+        raise ValueError(f"checkpoint {checkpoint}: a model of another architecture (input {shape_in}, output "
+                         f"{shape_out}); expected a backbone of (height, width, 3) images to pooled features")

@@ -140,7 +140,7 @@ class RunBackup:
         self.steps = tf.Variable(steps_per_epoch, dtype=tf.int64, trainable=False, name="steps_per_epoch")
         self.metric_variables = [v for metric in model.metrics for v in metric.variables]
         optimizers = {"encoder_optimizer": model.optimizer}
-        if model.predictor_optimizer is not None:
+        if getattr(model, "predictor_optimizer", None) is not None:  # a fine-tuned classifier has one optimizer
             optimizers["predictor_optimizer"] = model.predictor_optimizer
         self.checkpoint = tf.train.Checkpoint(
             model=model, metrics=self.metric_variables, epoch=self.epoch, step=self.step,
