@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,30 +55,71 @@ def backed_up_step(run) -> int | None:
     return int(line.split("ckpt-")[1].rstrip('"')) if "ckpt-" in line else None
 
 
+def stop_at_random_step(process, run, sig, rng, after=0):
+    """Sends `sig` to `process` once its newest backup is past global step `after` and a random step
+    (signal) or at the first mid-epoch backup past the first epoch (SIGKILL: a resume must then skip
+    whole epochs and part of one); returns the exit status."""
+    target = after + int(rng.integers(1, EPOCHS * STEPS - after - 6)) if sig != signal.SIGKILL else None
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        step = backed_up_step(run)
+        if step is not None and (step >= target if target else step > STEPS and step % STEPS):
+            break
+        time.sleep(0.005)
+    if target:
+        time.sleep(rng.uniform(0, 0.5))  # so that the signal lands on any step, not just after a backup
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    os.kill(process.pid, sig)
+    return process.wait(timeout=60)
+
+
+def assert_same_run(reference, run, exact=True):
+    """The final weights, both optimizers' states and history.csv are the uninterrupted run's."""
+    expected, got = (keras.models.load_model(p / "model.keras", safe_mode=True) for p in (reference, run))
+    for model in (expected, got):
+        assert model.optimizer.iterations.numpy() == model.predictor_optimizer.iterations.numpy() == EPOCHS * STEPS
+    for name, a, b in [("weights", expected.weights, got.weights),
+                       ("encoder optimizer", expected.optimizer.variables, got.optimizer.variables),
+                       ("predictor optimizer", expected.predictor_optimizer.variables, got.predictor_optimizer.variables)]:
+        assert len(a) == len(b)
+        if exact:
+            unequal = [v.path for v, w in zip(a, b) if not np.array_equal(v.numpy(), w.numpy())]
+        else:
+            unequal = [v.path for v, w in zip(a, b) if not np.allclose(v.numpy(), w.numpy(), rtol=1e-4, atol=1e-6)]
+        assert not unequal, f"{name} differ from the uninterrupted run's: {unequal[:5]}"
+    # One row per epoch, the same values as the uninterrupted run (the interrupted epoch's loss
+    # is the mean over all its steps, before and after the kill), lr schedule included.
+    rows, reference_rows = history_rows(run), history_rows(reference)
+    assert [r["epoch"] for r in rows] == [str(e) for e in range(1, EPOCHS + 1)]
+    for row, ref in zip(rows, reference_rows):
+        for key in ("loss", "z_std", "lr_encoder", "lr_predictor", "knn_acc"):
+            assert row[key] == ref[key] or float(row[key]) == pytest.approx(float(ref[key]), rel=1e-6 if exact else 1e-4), (key, row, ref)
+    return rows
+
+
+PREEMPTED = re.compile(r"^preempted at epoch (\d+), step (\d+): backed up; run the same command to resume$", re.M)
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_at_the_same_step_and_ends_like_an_uninterrupted_one(npz_dataset, tmp_path):
+def test_killed_or_preempted_run_resumes_at_the_same_step_and_ends_like_an_uninterrupted_one(npz_dataset, tmp_path):
     args = ["--dataset", f"npz:{npz_dataset}", *RUN]
     reference = tmp_path / "uninterrupted"
     uninterrupted = subprocess.Popen(command(*args, "--output-dir", str(reference)), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, env=ENV)
-    run = tmp_path / "killed"
+    run, preempted = tmp_path / "killed", tmp_path / "preempted"
     process = subprocess.Popen(command(*args, "--output-dir", str(run)), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env=ENV)
+    noticed = subprocess.Popen(command(*args, "--output-dir", str(preempted)), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env=ENV)
+    rng = np.random.default_rng()
     try:
-        # Kill as soon as a mid-epoch backup exists past the first epoch (so the resumed run
-        # must skip whole epochs and part of one).
-        deadline = time.time() + 240
-        while time.time() < deadline and process.poll() is None:
-            step = backed_up_step(run)
-            if step is not None and step > STEPS and step % STEPS:
-                break
-            time.sleep(0.005)
-        assert process.poll() is None, "the run ended before it could be killed mid-epoch"
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        stop_at_random_step(process, run, signal.SIGKILL, rng)
+        # SIGTERM at a random step: the run finishes that step, backs it up, and exits with 143.
+        assert stop_at_random_step(noticed, preempted, signal.SIGTERM, rng) == 143
     finally:
-        if process.poll() is None:
-            process.kill()
+        for p in (process, noticed):
+            if p.poll() is None:
+                p.kill()
         _, errors = uninterrupted.communicate(timeout=300)
     assert uninterrupted.returncode == 0, errors[-2000:]
     killed_at = backup.latest_position(str(run))  # the index still names a loadable backup
@@ -86,31 +128,30 @@ def test_killed_run_resumes_at_the_same_step_and_ends_like_an_uninterrupted_one(
     rows_before = history_rows(run)
     assert len(rows_before) >= killed_at.epoch
 
-    resumed = subprocess.run(command(*args, "--output-dir", str(run)), capture_output=True, text=True, env=ENV, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    said = PREEMPTED.findall(noticed.stderr.read())
+    assert len(said) == 1, "no preemption line"
+    epoch, step = map(int, said[0])
+    stopped_at = backup.latest_position(str(preempted))  # backed up at the very step it stopped
+    assert (stopped_at.epoch * STEPS + stopped_at.step) == ((epoch - 1) * STEPS + step), (said, stopped_at)
+    assert [int(r["epoch"]) for r in history_rows(preempted)] == list(range(1, stopped_at.epoch + 1))
+    assert not (preempted / "model.keras").exists() and not (preempted / "run.lock").exists()
+
+    resumed = subprocess.Popen(command(*args, "--output-dir", str(run)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=ENV)
+    continued = subprocess.run(command(*args, "--output-dir", str(preempted)), capture_output=True, text=True, env=ENV,
+                               timeout=300)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-2000:]
     assert (f"from its backup at the epoch {killed_at.epoch + 1}, step {killed_at.step} of {STEPS} "
-            f"(global step {killed_at.global_step})") in resumed.stdout, resumed.stdout
+            f"(global step {killed_at.global_step})") in out, out
     # The resumed run continues with the epoch it was killed in, not from its beginning.
-    assert f"Epoch {killed_at.epoch + 1}/{EPOCHS}" in resumed.stdout
-    assert f"Epoch {killed_at.epoch}/{EPOCHS}" not in resumed.stdout
+    assert f"Epoch {killed_at.epoch + 1}/{EPOCHS}" in out
+    assert f"Epoch {killed_at.epoch}/{EPOCHS}" not in out
+    assert continued.returncode == 0, continued.stderr[-2000:]
+    assert f"(global step {stopped_at.global_step})" in continued.stdout, continued.stdout
 
-    expected, got = (keras.models.load_model(p / "model.keras", safe_mode=True) for p in (reference, run))
-    for model in (expected, got):
-        assert model.optimizer.iterations.numpy() == model.predictor_optimizer.iterations.numpy() == EPOCHS * STEPS
-    for name, a, b in [("weights", expected.weights, got.weights),
-                       ("encoder optimizer", expected.optimizer.variables, got.optimizer.variables),
-                       ("predictor optimizer", expected.predictor_optimizer.variables, got.predictor_optimizer.variables)]:
-        assert len(a) == len(b)
-        unequal = [v.path for v, w in zip(a, b) if not np.array_equal(v.numpy(), w.numpy())]
-        assert not unequal, f"{name} differ from the uninterrupted run's: {unequal[:5]}"
-
-    # One row per epoch, the same values as the uninterrupted run (the interrupted epoch's loss
-    # is the mean over all its steps, before and after the kill), lr schedule included.
-    rows, reference_rows = history_rows(run), history_rows(reference)
-    assert [r["epoch"] for r in rows] == [str(e) for e in range(1, EPOCHS + 1)]
-    for row, ref in zip(rows, reference_rows):
-        for key in ("loss", "z_std", "lr_encoder", "lr_predictor", "knn_acc"):
-            assert row[key] == ref[key] or float(row[key]) == pytest.approx(float(ref[key]), rel=1e-6), (key, row, ref)
+    rows = assert_same_run(reference, run)
+    assert_same_run(reference, preempted)  # no step repeated or skipped: the same weights bit for bit
     assert len(os.listdir(run / "logs" / "train")) >= 2, "TensorBoard events of the resumed run were not appended"
 
     # Re-running a finished run trains nothing and keeps its history (in this process, so without
