@@ -103,7 +103,8 @@ def _agreement(strategy: tf.distribute.Strategy | None) -> Callable[[int | None]
     @tf.function
     def all_received(one_hot: tf.Tensor) -> tf.Tensor:
         def replica_fn():
-            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, one_hot)
+            # A copy on the replica's device: the input itself has none, and a collective needs one.
+            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(one_hot))
 
         return strategy.experimental_local_results(strategy.run(replica_fn))[0]
 
