@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -73,11 +74,11 @@ def stop_at_random_step(process, run, sig, rng, after=0):
     return process.wait(timeout=60)
 
 
-def assert_same_run(reference, run, exact=True):
+def assert_same_run(reference, run, exact=True, epochs=EPOCHS):
     """The final weights, both optimizers' states and history.csv are the uninterrupted run's."""
     expected, got = (keras.models.load_model(p / "model.keras", safe_mode=True) for p in (reference, run))
     for model in (expected, got):
-        assert model.optimizer.iterations.numpy() == model.predictor_optimizer.iterations.numpy() == EPOCHS * STEPS
+        assert model.optimizer.iterations.numpy() == model.predictor_optimizer.iterations.numpy() == epochs * STEPS
     for name, a, b in [("weights", expected.weights, got.weights),
                        ("encoder optimizer", expected.optimizer.variables, got.optimizer.variables),
                        ("predictor optimizer", expected.predictor_optimizer.variables, got.predictor_optimizer.variables)]:
@@ -90,7 +91,7 @@ def assert_same_run(reference, run, exact=True):
     # One row per epoch, the same values as the uninterrupted run (the interrupted epoch's loss
     # is the mean over all its steps, before and after the kill), lr schedule included.
     rows, reference_rows = history_rows(run), history_rows(reference)
-    assert [r["epoch"] for r in rows] == [str(e) for e in range(1, EPOCHS + 1)]
+    assert [r["epoch"] for r in rows] == [str(e) for e in range(1, epochs + 1)]
     for row, ref in zip(rows, reference_rows):
         for key in ("loss", "z_std", "lr_encoder", "lr_predictor", "knn_acc"):
             assert row[key] == ref[key] or float(row[key]) == pytest.approx(float(ref[key]), rel=1e-6 if exact else 1e-4), (key, row, ref)
@@ -159,6 +160,55 @@ def test_killed_or_preempted_run_resumes_at_the_same_step_and_ends_like_an_unint
     again = run_main(main, "--dataset", f"npz:{npz_dataset}", *IN_PROCESS, "--output-dir", run)
     assert again.returncode == 0 and f"all {EPOCHS} epochs were already trained" in again.stdout, again.stderr[-2000:]
     assert history_rows(run) == rows
+
+
+def test_mirrored_run_preempted_at_a_random_step_resumes_like_an_uninterrupted_one_and_its_folder_has_one_writer(
+    npz_dataset, tmp_path, monkeypatch
+):
+    """Two replicas (the test process's two logical CPUs); SIGTERM is sent by this process to itself
+    at step k, so that it arrives while the run's handler is installed."""
+    epochs = 2
+    args = ["--dataset", f"npz:{npz_dataset}", *IN_PROCESS, "--epochs", str(epochs), "--knn-every", "0",
+            "--strategy", "mirrored", "--cpu-replicas", "2"]
+    reference, run = tmp_path / "uninterrupted", tmp_path / "preempted"
+    assert run_main(main, *args, "--output-dir", reference).returncode == 0
+
+    k = int(np.random.default_rng().integers(1, epochs * STEPS - 1))
+    original = backup.BackupCallback.on_train_batch_end
+
+    def signalled_at_step_k(self, batch, logs=None):
+        original(self, batch, logs)
+        if self.epoch * STEPS + self.step == k:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(backup.BackupCallback, "on_train_batch_end", signalled_at_step_k)
+    stopped = run_main(main, *args, "--output-dir", run)
+    monkeypatch.undo()
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    epoch, step = (k - 1) // STEPS + 1, (k - 1) % STEPS + 1
+    assert f"preempted at epoch {epoch}, step {step}: backed up; run the same command to resume" in stopped.stderr
+    assert backup.latest_position(str(run)).global_step == k
+
+    # A second writer while the folder's lock is held by a live process: refused, the folder untouched.
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        (run / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid, "started": "then"}))
+        before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*")}
+        refused = run_main(main, *args, "--output-dir", run)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        last = refused.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: --output-dir {run} is being written by process {holder.pid} on "), last
+        assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*")} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # The same lock, its process now gone: taken over with a warning, and the run resumes at step k.
+    resumed = run_main(main, *args, "--output-dir", run)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"taking over the lock of {run} from process {holder.pid}" in resumed.stderr
+    assert f"(global step {k})" in resumed.stdout
+    assert not (run / "run.lock").exists()
+    assert_same_run(reference, run, epochs=epochs)
 
 
 def test_resuming_with_another_architecture_or_recipe_is_refused_before_building(npz_dataset, tmp_path):
