@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -384,3 +385,61 @@ def test_a_restarted_non_chief_worker_deletes_the_backup_files_its_killed_predec
     assert not os.path.exists(run)  # only the chief writes the run's files
     other_run = backup.RunBackup(model, str(tmp_path / "other"), worker1, 4)
     assert other_run.scratch != killed.scratch  # two runs on one host do not share it
+
+
+def test_a_full_disk_or_a_damaged_newest_backup_falls_back_to_the_previous_one(tmp_path, tiny_config, capsys):
+    from simsiam_keras.train.pretrain import build_compiled_model
+
+    strategy = tf.distribute.get_strategy()
+    tiny_config.output_dir = str(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config.to_dict()))
+    model = build_compiled_model(tiny_config, strategy, 4)
+    writer = backup.RunBackup(model, str(tmp_path), strategy, 4)
+    writer.save(1, 1)
+    writer.save(1, 2)
+    directory = tmp_path / "backup"
+
+    # The disk fills up while the next backup is written: one line, and the previous backup stays named.
+    def no_space(prefix, options=None):
+        os.makedirs(f"{prefix}_temp", exist_ok=True)
+        (Path(f"{prefix}_temp") / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"\x00" * 10)
+        raise tf.errors.ResourceExhaustedError(None, None, f"{prefix}_temp; No space left on device")
+
+    writer.checkpoint._write = no_space
+    with pytest.raises(backup.BackupError) as error:
+        writer.save(1, 3)
+    message = str(error.value)
+    assert "\n" not in message and "No space left on device" in message
+    assert f"the previous backup {directory / 'ckpt-6'} is intact" in message
+    assert backup.check_resumable(tiny_config).global_step == 6
+    del writer.checkpoint._write
+
+    # The newest backup truncated (a node died mid-write, or a bad disk): skipped with a warning naming it.
+    data = directory / "ckpt-6.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    capsys.readouterr()
+    position = backup.check_resumable(tiny_config)
+    assert position.global_step == 5
+    assert f"warning: skipping the damaged backup {directory / 'ckpt-6'}" in capsys.readouterr().err
+    restored = build_compiled_model(tiny_config, strategy, 4)
+    resumed = backup.RunBackup(restored, str(tmp_path), strategy, 4)
+    resumed.restore(position)
+    assert (resumed.epoch.numpy(), resumed.step.numpy()) == (1, 1)
+    # Set aside, so that the backups kept from now on are the readable one and the next.
+    assert (directory / "damaged" / "ckpt-6.index").exists() and not (directory / "ckpt-6.index").exists()
+    resumed.save(1, 3)
+    resumed.save(2, 0)
+    assert [p.global_step for p in backup.readable_backups(str(tmp_path))[0]] == [8, 7]
+    assert backup.readable_backups(str(tmp_path))[1] == []
+
+    # No readable backup, or history with no backup: refused with one line unless `restart`.
+    for name in ("ckpt-7.index", "ckpt-8.index"):
+        (directory / name).write_bytes(b"\x00damaged")
+    with pytest.raises(ValueError, match=r"no backup in .* is readable \(ckpt-8: .*run with `restart` to start afresh"):
+        backup.check_resumable(tiny_config)
+    shutil.rmtree(directory)
+    (tmp_path / "history.csv").write_text("epoch,loss,z_std,knn_acc,lr_encoder,lr_predictor\n1,-0.5,0.1,,0.1,0.1\n")
+    with pytest.raises(ValueError, match=r"has a history.csv but no backup"):
+        backup.check_resumable(tiny_config)
+    tiny_config.restart = True
+    assert backup.check_resumable(tiny_config) is None

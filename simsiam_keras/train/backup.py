@@ -31,6 +31,7 @@ import keras
 import tensorflow as tf
 
 from simsiam_keras.config import SimSiamConfig
+from simsiam_keras.files import write_atomic
 from simsiam_keras.train.distribute import is_chief
 from simsiam_keras.train.divergence import DivergenceError, all_finite
 
@@ -75,6 +76,10 @@ def backup_dir(output_dir: str) -> str:
     return os.path.join(output_dir, BACKUP_DIR)
 
 
+# What TensorFlow's checkpoint reader raises for a missing, truncated or garbled file.
+_UNREADABLE = (tf.errors.OpError, ValueError, KeyError, IndexError, OSError)
+
+
 class BackupError(RuntimeError):
     """A backup could not be written or read back; the previous one, if any, is intact."""
 
@@ -112,7 +117,7 @@ def readable_backups(output_dir: str, full: bool = False) -> tuple[list[Position
     for path in _candidates(backup_dir(output_dir)):
         try:
             readable.append(_read_position(path, full))
-        except (tf.errors.OpError, ValueError, KeyError, OSError) as error:
+        except _UNREADABLE as error:
             damaged.append((path, " ".join(str(error).split())[:200]))
     return readable, damaged
 
@@ -241,10 +246,11 @@ class RunBackup:
                 if name == prefix or name.startswith(prefix + "."):
                     os.replace(os.path.join(self.directory, name), os.path.join(damaged, name))
         kept = [p for p in _candidates(self.directory) if int(p.rsplit("-", 1)[1]) <= position.global_step]
-        tf.compat.v1.train.update_checkpoint_state(
-            self.directory, os.path.basename(position.path),
-            all_model_checkpoint_paths=[os.path.basename(p) for p in reversed(kept)],
-        )
+        # The index's text format (TensorFlow's CheckpointState), replaced whole.
+        names = [os.path.basename(p) for p in reversed(kept)]
+        index = [f'model_checkpoint_path: "{os.path.basename(position.path)}"']
+        write_atomic(os.path.join(self.directory, "checkpoint"),
+                     "\n".join(index + [f'all_model_checkpoint_paths: "{n}"' for n in names]) + "\n")
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, MAX_TO_KEEP)
 
     def restore_epoch_metrics(self) -> None:
@@ -275,7 +281,7 @@ class RunBackup:
                                   "free the disk and run the same command to resume") from None
             try:
                 _read_position(path)
-            except (tf.errors.OpError, ValueError, KeyError, OSError) as error:
+            except _UNREADABLE as error:
                 why = " ".join(str(error).split())[:200]
                 raise BackupError(f"the backup just written at the {where}, {path}, does not read back ({why}); "
                                   f"{kept}; run the same command to resume from it") from None
