@@ -168,7 +168,7 @@ def test_mirrored_run_preempted_at_a_random_step_resumes_like_an_uninterrupted_o
 ):
     """Two replicas (the test process's two logical CPUs); SIGTERM is sent by this process to itself
     at step k, so that it arrives while the run's handler is installed."""
-    epochs = 2
+    epochs = 1
     args = ["--dataset", f"npz:{npz_dataset}", *IN_PROCESS, "--epochs", str(epochs), "--knn-every", "0",
             "--strategy", "mirrored", "--cpu-replicas", "2"]
     reference, run = tmp_path / "uninterrupted", tmp_path / "preempted"
