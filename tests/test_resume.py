@@ -174,18 +174,30 @@ def test_mirrored_run_preempted_at_a_random_step_resumes_like_an_uninterrupted_o
     reference, run = tmp_path / "uninterrupted", tmp_path / "preempted"
     assert run_main(main, *args, "--output-dir", reference).returncode == 0
 
-    k = int(np.random.default_rng().integers(1, epochs * STEPS - 1))
+    # Not a scheduled backup's step: the backup at k is then the one the signal makes.
+    k = int(np.random.default_rng().choice([s for s in range(1, epochs * STEPS) if s % EVERY]))
     original = backup.BackupCallback.on_train_batch_end
+
+    original_save, sent = backup.RunBackup.save, []
 
     def signalled_at_step_k(self, batch, logs=None):
         original(self, batch, logs)
         if self.epoch * STEPS + self.step == k:
             os.kill(os.getpid(), signal.SIGTERM)
+            sent.append(signal.SIGTERM)
+
+    def signalled_again_while_backing_up(self, epoch, step):
+        if sent == [signal.SIGTERM]:  # the impatient second notice (SIGINT: Ctrl-C) must not cut the backup
+            os.kill(os.getpid(), signal.SIGINT)
+            sent.append(signal.SIGINT)
+        original_save(self, epoch, step)
 
     monkeypatch.setattr(backup.BackupCallback, "on_train_batch_end", signalled_at_step_k)
+    monkeypatch.setattr(backup.RunBackup, "save", signalled_again_while_backing_up)
     stopped = run_main(main, *args, "--output-dir", run)
     monkeypatch.undo()
-    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert sent == [signal.SIGTERM, signal.SIGINT]
+    assert stopped.returncode == 143, stopped.stderr[-2000:]  # the first signal's status
     epoch, step = (k - 1) // STEPS + 1, (k - 1) % STEPS + 1
     assert f"preempted at epoch {epoch}, step {step}: backed up; run the same command to resume" in stopped.stderr
     assert backup.latest_position(str(run)).global_step == k
