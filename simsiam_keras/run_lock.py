@@ -57,6 +57,7 @@ class RunLock(contextlib.AbstractContextManager):
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._held = False
+        self._created = False
 
     def _holder(self) -> dict | None:
         """The lock's contents, {} if it exists but cannot be read, None if there is none."""
@@ -92,6 +93,7 @@ class RunLock(contextlib.AbstractContextManager):
             )
 
     def acquire(self) -> None:
+        self._created = not os.path.isdir(self.folder)
         os.makedirs(self.folder, exist_ok=True)
         mine = {"host": self.host, "pid": os.getpid(),
                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -137,6 +139,9 @@ class RunLock(contextlib.AbstractContextManager):
         if holder and holder.get("pid") == os.getpid() and holder.get("host") == self.host:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path)
+        if self._created:  # a run that failed before writing anything leaves no folder behind
+            with contextlib.suppress(OSError):
+                os.rmdir(self.folder)
         self._held = False
 
     def __enter__(self) -> "RunLock":

@@ -28,6 +28,10 @@ def test_the_lock_names_its_holder_refuses_a_second_writer_and_is_released(tmp_p
         assert holder["host"] == socket.gethostname() and holder["pid"] == os.getpid() and holder["started"]
         with pytest.raises(RunLocked, match=rf"output_dir {folder} is being written by process {os.getpid()} on "):
             RunLock(folder).acquire()
+    assert not folder.exists()  # it made the folder, and nothing else was written there
+    folder.mkdir()
+    with RunLock(folder):
+        pass
     assert os.listdir(folder) == []
 
 

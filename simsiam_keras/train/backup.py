@@ -111,20 +111,25 @@ def _candidates(directory: str) -> list[str]:
     return sorted(set(paths), key=lambda p: int(p.rsplit("-", 1)[1]), reverse=True)
 
 
-def readable_backups(output_dir: str, full: bool = False) -> tuple[list[Position], list[tuple[str, str]]]:
-    """The readable backups of `output_dir` newest first, and the damaged ones with what is wrong with each."""
+def readable_backups(output_dir: str, full: bool = False, first: bool = False) -> tuple[list[Position], list[tuple[str, str]]]:
+    """The readable backups of `output_dir` newest first, and the damaged ones with what is wrong with each.
+
+    `first`: stop at the newest readable one (with `full`, the only one read whole).
+    """
     readable, damaged = [], []
     for path in _candidates(backup_dir(output_dir)):
         try:
             readable.append(_read_position(path, full))
         except _UNREADABLE as error:
             damaged.append((path, " ".join(str(error).split())[:200]))
+        if first and readable:
+            break
     return readable, damaged
 
 
 def latest_position(output_dir: str, full: bool = False) -> Position | None:
     """The newest readable backup in `output_dir`, read without building anything."""
-    readable, _ = readable_backups(output_dir, full)
+    readable, _ = readable_backups(output_dir, full, first=True)
     return readable[0] if readable else None
 
 
@@ -149,7 +154,7 @@ def check_resumable(config: SimSiamConfig) -> Position | None:
     """
     if config.restart:
         return None
-    readable, damaged = readable_backups(config.output_dir, full=True)
+    readable, damaged = readable_backups(config.output_dir, full=True, first=True)
     position = readable[0] if readable else None
     for path, why in damaged:
         if position is not None and int(path.rsplit("-", 1)[1]) > position.global_step:
