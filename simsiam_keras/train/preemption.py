@@ -47,14 +47,13 @@ def signal_number(name: str) -> int:
     """The number of the signal `name` names (SIGUSR1, USR1, or a number); ValueError otherwise."""
     text = str(name).strip().upper()
     if text.isdigit():
-        number = int(text)
-        if number in set(signal.valid_signals()):
-            return number
+        number = int(text) if int(text) in set(signal.valid_signals()) else None
     else:
         found = getattr(signal.Signals, text if text.startswith("SIG") else f"SIG{text}", None)
-        if found is not None:
-            return int(found)
-    raise ValueError(f"preemption_signal {name!r} is not a signal name on this system (e.g. SIGUSR1, SIGTERM)")
+        number = int(found) if found is not None else None
+    if number is not None and number not in (signal.SIGKILL, signal.SIGSTOP):
+        return number
+    raise ValueError(f"preemption_signal {name!r} is not a signal a process can handle on this system (e.g. SIGUSR1)")
 
 
 class PreemptionSignals(contextlib.AbstractContextManager):
