@@ -123,6 +123,14 @@ class SimSiamConfig:
     backup_every_steps: int = 500
     # Require a backup to resume from (without it, a run with no backup starts afresh).
     resume: bool = False
+    # Start afresh over an existing run folder: its backups and history rows are discarded (a run
+    # whose backups are all unreadable, or that has history but no backup, refuses without it).
+    restart: bool = False
+    # A signal to treat as a preemption notice besides SIGTERM and SIGINT (e.g. "SIGUSR1" for
+    # SLURM's --signal): the run stops after the current step, backed up, with status 128 + signum.
+    preemption_signal: str | None = None
+    # Take over the output folder's lock even when it may be held (a dead process on another host).
+    force_unlock: bool = False
     # XLA-compile the train step: one replica, or the per-replica step on several GPUs.
     jit_compile: bool = False
     # Train steps per call of the compiled train function (Keras' steps_per_execution): fewer

@@ -6,7 +6,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "simsiam_keras"
 # A module may import from its own subpackage or from a lower rank, never from a higher one.
 RANKS = {
-    "config": 0, "files": 0,
+    "config": 0, "files": 0, "run_lock": 0,
     "augment": 1, "nets": 1,
     "data": 2,
     "method": 3,

@@ -1,4 +1,4 @@
-"""Two MultiWorkerMirroredStrategy workers on 127.0.0.1: killed, restarted, same weights, chief-only files.
+"""Two MultiWorkerMirroredStrategy workers on 127.0.0.1: one preempted, both stopped at one step, restarted, same weights, chief-only files.
 
 Each run is bounded in time: `tests.multi_worker.wait` kills workers that do not stop by themselves.
 """
@@ -39,20 +39,33 @@ def private_tmp(tmp_path, monkeypatch):
     return tmp
 
 
+def wait_for_backup(run, step, procs, deadline):
+    """Waits until the chief has written the backup of global `step` (the index names it after its files)."""
+    while not (run / "backup" / f"ckpt-{step}.index").exists() and time.time() < deadline and procs[1].poll() is None:
+        time.sleep(0.2)
+    assert procs[1].poll() is None, "the run ended before it could be interrupted"
+
+
 @pytest.mark.slow
-def test_two_workers_agree_only_the_chief_writes_and_a_killed_worker_resumes(tmp_path, private_tmp):
+def test_two_workers_agree_only_the_chief_writes_and_a_preempted_worker_stops_both_at_one_step_and_resumes(tmp_path, private_tmp):
     run = tmp_path / "run"
     flags = [*FLAGS, "--epochs", "3"]
     procs = start_workers(str(run), flags, str(tmp_path))
-    deadline = time.time() + 300
-    # Kill worker 1 once the chief has backed up past the first epoch (global step 6: epoch 2, step 2).
-    while not (run / "backup" / "ckpt-6.index").exists() and time.time() < deadline and procs[1].poll() is None:
-        time.sleep(0.5)
-    assert procs[1].poll() is None, "the run ended before it could be interrupted"
-    # A preempted host: its worker dies mid-epoch, and the job manager restarts the whole cluster.
-    os.kill(procs[1].pid, signal.SIGKILL)
-    os.kill(procs[0].pid, signal.SIGKILL)
-    wait(procs, timeout=30)
+    deadline = time.time() + 400
+    # A preemption notice to worker 1 alone: both workers stop at one step, the chief backs it up.
+    wait_for_backup(run, 2, procs, deadline)
+    os.kill(procs[1].pid, signal.SIGTERM)
+    codes = wait(procs, timeout=60)
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in (0, 1)]
+    assert codes == [143, 143], logs[0][-3000:] + logs[1][-3000:]
+    said = [re.findall(r"preempted at epoch (\d+), step (\d+): backed up", log) for log in logs]
+    assert said[0] and said[0] == said[1], said
+    epoch, step = map(int, said[0][0])
+    stopped = (epoch - 1) * 4 + step
+    assert (run / "backup" / f"ckpt-{stopped}.index").exists(), stopped
+    assert not (run / "run.lock").exists()
+
+    # The job manager restarts the whole cluster with the same command.
     codes = wait(start_workers(str(run), flags, str(tmp_path)), timeout=400)
     (prints, logs) = fingerprints(tmp_path)
     assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]

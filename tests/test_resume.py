@@ -3,7 +3,10 @@
 import csv
 import json
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -54,30 +57,71 @@ def backed_up_step(run) -> int | None:
     return int(line.split("ckpt-")[1].rstrip('"')) if "ckpt-" in line else None
 
 
+def stop_at_random_step(process, run, sig, rng, after=0):
+    """Sends `sig` to `process` once its newest backup is past global step `after` and a random step
+    (signal) or at the first mid-epoch backup past the first epoch (SIGKILL: a resume must then skip
+    whole epochs and part of one); returns the exit status."""
+    target = after + int(rng.integers(1, EPOCHS * STEPS - after - 6)) if sig != signal.SIGKILL else None
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        step = backed_up_step(run)
+        if step is not None and (step >= target if target else step > STEPS and step % STEPS):
+            break
+        time.sleep(0.005)
+    if target:
+        time.sleep(rng.uniform(0, 0.5))  # so that the signal lands on any step, not just after a backup
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    os.kill(process.pid, sig)
+    return process.wait(timeout=60)
+
+
+def assert_same_run(reference, run, exact=True, epochs=EPOCHS):
+    """The final weights, both optimizers' states and history.csv are the uninterrupted run's."""
+    expected, got = (keras.models.load_model(p / "model.keras", safe_mode=True) for p in (reference, run))
+    for model in (expected, got):
+        assert model.optimizer.iterations.numpy() == model.predictor_optimizer.iterations.numpy() == epochs * STEPS
+    for name, a, b in [("weights", expected.weights, got.weights),
+                       ("encoder optimizer", expected.optimizer.variables, got.optimizer.variables),
+                       ("predictor optimizer", expected.predictor_optimizer.variables, got.predictor_optimizer.variables)]:
+        assert len(a) == len(b)
+        if exact:
+            unequal = [v.path for v, w in zip(a, b) if not np.array_equal(v.numpy(), w.numpy())]
+        else:
+            unequal = [v.path for v, w in zip(a, b) if not np.allclose(v.numpy(), w.numpy(), rtol=1e-4, atol=1e-6)]
+        assert not unequal, f"{name} differ from the uninterrupted run's: {unequal[:5]}"
+    # One row per epoch, the same values as the uninterrupted run (the interrupted epoch's loss
+    # is the mean over all its steps, before and after the kill), lr schedule included.
+    rows, reference_rows = history_rows(run), history_rows(reference)
+    assert [r["epoch"] for r in rows] == [str(e) for e in range(1, epochs + 1)]
+    for row, ref in zip(rows, reference_rows):
+        for key in ("loss", "z_std", "lr_encoder", "lr_predictor", "knn_acc"):
+            assert row[key] == ref[key] or float(row[key]) == pytest.approx(float(ref[key]), rel=1e-6 if exact else 1e-4), (key, row, ref)
+    return rows
+
+
+PREEMPTED = re.compile(r"^preempted at epoch (\d+), step (\d+): backed up; run the same command to resume$", re.M)
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_at_the_same_step_and_ends_like_an_uninterrupted_one(npz_dataset, tmp_path):
+def test_killed_or_preempted_run_resumes_at_the_same_step_and_ends_like_an_uninterrupted_one(npz_dataset, tmp_path):
     args = ["--dataset", f"npz:{npz_dataset}", *RUN]
     reference = tmp_path / "uninterrupted"
     uninterrupted = subprocess.Popen(command(*args, "--output-dir", str(reference)), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, env=ENV)
-    run = tmp_path / "killed"
+    run, preempted = tmp_path / "killed", tmp_path / "preempted"
     process = subprocess.Popen(command(*args, "--output-dir", str(run)), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env=ENV)
+    noticed = subprocess.Popen(command(*args, "--output-dir", str(preempted)), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env=ENV)
+    rng = np.random.default_rng()
     try:
-        # Kill as soon as a mid-epoch backup exists past the first epoch (so the resumed run
-        # must skip whole epochs and part of one).
-        deadline = time.time() + 240
-        while time.time() < deadline and process.poll() is None:
-            step = backed_up_step(run)
-            if step is not None and step > STEPS and step % STEPS:
-                break
-            time.sleep(0.005)
-        assert process.poll() is None, "the run ended before it could be killed mid-epoch"
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        stop_at_random_step(process, run, signal.SIGKILL, rng)
+        # SIGTERM at a random step: the run finishes that step, backs it up, and exits with 143.
+        assert stop_at_random_step(noticed, preempted, signal.SIGTERM, rng) == 143
     finally:
-        if process.poll() is None:
-            process.kill()
+        for p in (process, noticed):
+            if p.poll() is None:
+                p.kill()
         _, errors = uninterrupted.communicate(timeout=300)
     assert uninterrupted.returncode == 0, errors[-2000:]
     killed_at = backup.latest_position(str(run))  # the index still names a loadable backup
@@ -86,31 +130,30 @@ def test_killed_run_resumes_at_the_same_step_and_ends_like_an_uninterrupted_one(
     rows_before = history_rows(run)
     assert len(rows_before) >= killed_at.epoch
 
-    resumed = subprocess.run(command(*args, "--output-dir", str(run)), capture_output=True, text=True, env=ENV, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    said = PREEMPTED.findall(noticed.stderr.read())
+    assert len(said) == 1, "no preemption line"
+    epoch, step = map(int, said[0])
+    stopped_at = backup.latest_position(str(preempted))  # backed up at the very step it stopped
+    assert (stopped_at.epoch * STEPS + stopped_at.step) == ((epoch - 1) * STEPS + step), (said, stopped_at)
+    assert [int(r["epoch"]) for r in history_rows(preempted)] == list(range(1, stopped_at.epoch + 1))
+    assert not (preempted / "model.keras").exists() and not (preempted / "run.lock").exists()
+
+    resumed = subprocess.Popen(command(*args, "--output-dir", str(run)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=ENV)
+    continued = subprocess.run(command(*args, "--output-dir", str(preempted)), capture_output=True, text=True, env=ENV,
+                               timeout=300)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-2000:]
     assert (f"from its backup at the epoch {killed_at.epoch + 1}, step {killed_at.step} of {STEPS} "
-            f"(global step {killed_at.global_step})") in resumed.stdout, resumed.stdout
+            f"(global step {killed_at.global_step})") in out, out
     # The resumed run continues with the epoch it was killed in, not from its beginning.
-    assert f"Epoch {killed_at.epoch + 1}/{EPOCHS}" in resumed.stdout
-    assert f"Epoch {killed_at.epoch}/{EPOCHS}" not in resumed.stdout
+    assert f"Epoch {killed_at.epoch + 1}/{EPOCHS}" in out
+    assert f"Epoch {killed_at.epoch}/{EPOCHS}" not in out
+    assert continued.returncode == 0, continued.stderr[-2000:]
+    assert f"(global step {stopped_at.global_step})" in continued.stdout, continued.stdout
 
-    expected, got = (keras.models.load_model(p / "model.keras", safe_mode=True) for p in (reference, run))
-    for model in (expected, got):
-        assert model.optimizer.iterations.numpy() == model.predictor_optimizer.iterations.numpy() == EPOCHS * STEPS
-    for name, a, b in [("weights", expected.weights, got.weights),
-                       ("encoder optimizer", expected.optimizer.variables, got.optimizer.variables),
-                       ("predictor optimizer", expected.predictor_optimizer.variables, got.predictor_optimizer.variables)]:
-        assert len(a) == len(b)
-        unequal = [v.path for v, w in zip(a, b) if not np.array_equal(v.numpy(), w.numpy())]
-        assert not unequal, f"{name} differ from the uninterrupted run's: {unequal[:5]}"
-
-    # One row per epoch, the same values as the uninterrupted run (the interrupted epoch's loss
-    # is the mean over all its steps, before and after the kill), lr schedule included.
-    rows, reference_rows = history_rows(run), history_rows(reference)
-    assert [r["epoch"] for r in rows] == [str(e) for e in range(1, EPOCHS + 1)]
-    for row, ref in zip(rows, reference_rows):
-        for key in ("loss", "z_std", "lr_encoder", "lr_predictor", "knn_acc"):
-            assert row[key] == ref[key] or float(row[key]) == pytest.approx(float(ref[key]), rel=1e-6), (key, row, ref)
+    rows = assert_same_run(reference, run)
+    assert_same_run(reference, preempted)  # no step repeated or skipped: the same weights bit for bit
     assert len(os.listdir(run / "logs" / "train")) >= 2, "TensorBoard events of the resumed run were not appended"
 
     # Re-running a finished run trains nothing and keeps its history (in this process, so without
@@ -118,6 +161,67 @@ def test_killed_run_resumes_at_the_same_step_and_ends_like_an_uninterrupted_one(
     again = run_main(main, "--dataset", f"npz:{npz_dataset}", *IN_PROCESS, "--output-dir", run)
     assert again.returncode == 0 and f"all {EPOCHS} epochs were already trained" in again.stdout, again.stderr[-2000:]
     assert history_rows(run) == rows
+
+
+def test_mirrored_run_preempted_at_a_random_step_resumes_like_an_uninterrupted_one_and_its_folder_has_one_writer(
+    npz_dataset, tmp_path, monkeypatch
+):
+    """Two replicas (the test process's two logical CPUs); SIGTERM is sent by this process to itself
+    at step k, so that it arrives while the run's handler is installed."""
+    epochs = 1
+    args = ["--dataset", f"npz:{npz_dataset}", *IN_PROCESS, "--epochs", str(epochs), "--knn-every", "0",
+            "--strategy", "mirrored", "--cpu-replicas", "2"]
+    reference, run = tmp_path / "uninterrupted", tmp_path / "preempted"
+    assert run_main(main, *args, "--output-dir", reference).returncode == 0
+
+    # Not a scheduled backup's step: the backup at k is then the one the signal makes.
+    k = int(np.random.default_rng().choice([s for s in range(1, epochs * STEPS) if s % EVERY]))
+    original = backup.BackupCallback.on_train_batch_end
+
+    original_save, sent = backup.RunBackup.save, []
+
+    def signalled_at_step_k(self, batch, logs=None):
+        original(self, batch, logs)
+        if self.epoch * STEPS + self.step == k:
+            os.kill(os.getpid(), signal.SIGTERM)
+            sent.append(signal.SIGTERM)
+
+    def signalled_again_while_backing_up(self, epoch, step):
+        if sent == [signal.SIGTERM]:  # the impatient second notice (SIGINT: Ctrl-C) must not cut the backup
+            os.kill(os.getpid(), signal.SIGINT)
+            sent.append(signal.SIGINT)
+        original_save(self, epoch, step)
+
+    monkeypatch.setattr(backup.BackupCallback, "on_train_batch_end", signalled_at_step_k)
+    monkeypatch.setattr(backup.RunBackup, "save", signalled_again_while_backing_up)
+    stopped = run_main(main, *args, "--output-dir", run)
+    monkeypatch.undo()
+    assert sent == [signal.SIGTERM, signal.SIGINT]
+    assert stopped.returncode == 143, stopped.stderr[-2000:]  # the first signal's status
+    epoch, step = (k - 1) // STEPS + 1, (k - 1) % STEPS + 1
+    assert f"preempted at epoch {epoch}, step {step}: backed up; run the same command to resume" in stopped.stderr
+    assert backup.latest_position(str(run)).global_step == k
+
+    # A second writer while the folder's lock is held by a live process: refused, the folder untouched.
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        (run / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid, "started": "then"}))
+        before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*")}
+        refused = run_main(main, *args, "--output-dir", run)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        last = refused.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: --output-dir {run} is being written by process {holder.pid} on "), last
+        assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*")} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # The same lock, its process now gone: taken over with a warning, and the run resumes at step k.
+    resumed = run_main(main, *args, "--output-dir", run)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"taking over the lock of {run} from process {holder.pid}" in resumed.stderr
+    assert f"(global step {k})" in resumed.stdout
+    assert not (run / "run.lock").exists()
+    assert_same_run(reference, run, epochs=epochs)
 
 
 def test_resuming_with_another_architecture_or_recipe_is_refused_before_building(npz_dataset, tmp_path):
@@ -293,3 +397,61 @@ def test_a_restarted_non_chief_worker_deletes_the_backup_files_its_killed_predec
     assert not os.path.exists(run)  # only the chief writes the run's files
     other_run = backup.RunBackup(model, str(tmp_path / "other"), worker1, 4)
     assert other_run.scratch != killed.scratch  # two runs on one host do not share it
+
+
+def test_a_full_disk_or_a_damaged_newest_backup_falls_back_to_the_previous_one(tmp_path, tiny_config, capsys):
+    from simsiam_keras.train.pretrain import build_compiled_model
+
+    strategy = tf.distribute.get_strategy()
+    tiny_config.output_dir = str(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config.to_dict()))
+    model = build_compiled_model(tiny_config, strategy, 4)
+    writer = backup.RunBackup(model, str(tmp_path), strategy, 4)
+    writer.save(1, 1)
+    writer.save(1, 2)
+    directory = tmp_path / "backup"
+
+    # The disk fills up while the next backup is written: one line, and the previous backup stays named.
+    def no_space(prefix, options=None):
+        os.makedirs(f"{prefix}_temp", exist_ok=True)
+        (Path(f"{prefix}_temp") / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"\x00" * 10)
+        raise tf.errors.ResourceExhaustedError(None, None, f"{prefix}_temp; No space left on device")
+
+    writer.checkpoint._write = no_space
+    with pytest.raises(backup.BackupError) as error:
+        writer.save(1, 3)
+    message = str(error.value)
+    assert "\n" not in message and "No space left on device" in message
+    assert f"the previous backup {directory / 'ckpt-6'} is intact" in message
+    assert backup.check_resumable(tiny_config).global_step == 6
+    del writer.checkpoint._write
+
+    # The newest backup truncated (a node died mid-write, or a bad disk): skipped with a warning naming it.
+    data = directory / "ckpt-6.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    capsys.readouterr()
+    position = backup.check_resumable(tiny_config)
+    assert position.global_step == 5
+    assert f"warning: skipping the damaged backup {directory / 'ckpt-6'}" in capsys.readouterr().err
+    restored = build_compiled_model(tiny_config, strategy, 4)
+    resumed = backup.RunBackup(restored, str(tmp_path), strategy, 4)
+    resumed.restore(position)
+    assert (resumed.epoch.numpy(), resumed.step.numpy()) == (1, 1)
+    # Set aside, so that the backups kept from now on are the readable one and the next.
+    assert (directory / "damaged" / "ckpt-6.index").exists() and not (directory / "ckpt-6.index").exists()
+    resumed.save(1, 3)
+    resumed.save(2, 0)
+    assert [p.global_step for p in backup.readable_backups(str(tmp_path))[0]] == [8, 7]
+    assert backup.readable_backups(str(tmp_path))[1] == []
+
+    # No readable backup, or history with no backup: refused with one line unless `restart`.
+    for name in ("ckpt-7.index", "ckpt-8.index"):
+        (directory / name).write_bytes(b"\x00damaged")
+    with pytest.raises(ValueError, match=r"no backup in .* is readable \(ckpt-8: .*run with `restart` to start afresh"):
+        backup.check_resumable(tiny_config)
+    shutil.rmtree(directory)
+    (tmp_path / "history.csv").write_text("epoch,loss,z_std,knn_acc,lr_encoder,lr_predictor\n1,-0.5,0.1,,0.1,0.1\n")
+    with pytest.raises(ValueError, match=r"has a history.csv but no backup"):
+        backup.check_resumable(tiny_config)
+    tiny_config.restart = True
+    assert backup.check_resumable(tiny_config) is None

@@ -16,8 +16,13 @@ from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
 from simsiam_keras.config import AUGMENT_ON, CACHE_DECODED, PRESETS, SimSiamConfig, make_config
 from simsiam_keras.method.loss import SIMILARITIES
 from simsiam_keras.train.distribute import STRATEGIES
+from simsiam_keras.train.backup import BackupError
 from simsiam_keras.train.divergence import DivergenceError
+from simsiam_keras.train.preemption import Preempted
 from simsiam_keras.train.pretrain import MIXED_PRECISION, PretrainResult, pretrain
+
+# A backup that cannot be written (a full disk, an I/O error): sysexits' EX_IOERR.
+EXIT_BACKUP_FAILED = 74
 
 
 def build_parser() -> ArgumentParser:
@@ -58,6 +63,14 @@ def build_parser() -> ArgumentParser:
     resume = p.add_argument_group("preemption (re-running the same command resumes from OUTPUT_DIR/backup)")
     resume.add_argument("--backup-every-steps", type=int, help="back up every N global steps, and at each epoch end (0: epoch ends only)")
     resume.add_argument("--resume", action="store_true", default=None, help="fail unless there is a backup to resume from")
+    resume.add_argument("--restart", action="store_true", default=None,
+                        help="start afresh over OUTPUT_DIR, discarding its backups and history rows")
+    resume.add_argument("--preemption-signal", metavar="NAME",
+                        help="also treat this signal as a preemption notice (e.g. SIGUSR1 for SLURM's --signal); "
+                             "SIGTERM and SIGINT always are: the run stops after the current step with a backup "
+                             "and exits with 128 + the signal's number (143 for SIGTERM)")
+    resume.add_argument("--force-unlock", action="store_true", default=None,
+                        help="take over OUTPUT_DIR's lock even if its holder on another host may be alive")
     resume.add_argument("--deterministic", action="store_true", default=None,
                         help="deterministic ops: a resumed run matches an uninterrupted one bit for bit (slower)")
     ablations = p.add_argument_group("ablations (paper Sec. 4)")
@@ -93,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     except DivergenceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
+    except Preempted as stop:
+        print(stop, file=sys.stderr)
+        return stop.exit_status
+    except BackupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BACKUP_FAILED
     print(closing_lines(result, config))
     return 0
 

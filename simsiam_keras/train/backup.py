@@ -9,7 +9,11 @@ used: it saves `model.optimizer` only (the predictor's momentum and iterations w
 
 The manager writes the checkpoint files first (TensorFlow stages them and renames them into
 place), then replaces the `checkpoint` index file, then deletes the oldest backup: a kill at any
-moment leaves the index naming a complete checkpoint.
+moment leaves the index naming a complete checkpoint. Each backup is read back once written
+(its index and position), and again in full before a run resumes from it: a damaged newest
+backup (a full disk, a node dead mid-write, a bad block) is skipped with a warning and the one
+before it is used. An error while writing one (ENOSPC, EIO) leaves the previous one named by
+the index, and raises `BackupError`.
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 
 import keras
 import tensorflow as tf
 
 from simsiam_keras.config import SimSiamConfig
+from simsiam_keras.files import write_atomic
 from simsiam_keras.train.distribute import is_chief
 from simsiam_keras.train.divergence import DivergenceError, all_finite
 
@@ -41,7 +48,7 @@ ARCHITECTURE_FIELDS = (
 RUNTIME_FIELDS = (
     "data_dir", "strategy", "cpu_replicas", "tpu", "cache_decoded", "data_service", "augment_on", "output_dir",
     "knn_every", "knn_k", "knn_temperature", "backup_every_steps", "jit_compile", "resume", "deterministic",
-    "steps_per_execution",
+    "steps_per_execution", "restart", "force_unlock", "preemption_signal",
 )
 _POSITION_KEYS = {"epoch": "epoch", "step": "step", "steps_per_epoch": "steps_per_epoch"}
 
@@ -69,14 +76,69 @@ def backup_dir(output_dir: str) -> str:
     return os.path.join(output_dir, BACKUP_DIR)
 
 
-def latest_position(output_dir: str) -> Position | None:
-    """The newest complete backup in `output_dir`, read without building anything."""
-    path = tf.train.latest_checkpoint(backup_dir(output_dir))
-    if path is None:
-        return None
+# What TensorFlow's checkpoint reader raises for a missing, truncated or garbled file.
+_UNREADABLE = (tf.errors.OpError, ValueError, KeyError, IndexError, OSError)
+
+
+class BackupError(RuntimeError):
+    """A backup could not be written or read back; the previous one, if any, is intact."""
+
+
+def _read_position(path: str, full: bool = False) -> Position:
+    """The position a backup holds; `full` also reads every tensor (a truncated or damaged file fails)."""
     reader = tf.train.load_checkpoint(path)
     values = {key: int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")) for key, name in _POSITION_KEYS.items()}
+    if full:
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
     return Position(path=path, **values)
+
+
+def _candidates(directory: str) -> list[str]:
+    """The backups in `directory`, newest first: those the index names, or every ckpt-N if the index is unreadable."""
+    try:
+        state = tf.train.get_checkpoint_state(directory)
+    except (tf.errors.OpError, ValueError):
+        state = None
+    if state is not None and state.model_checkpoint_path:
+        paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+        if state.model_checkpoint_path not in paths:
+            paths.append(state.model_checkpoint_path)
+        paths = [p if os.path.isabs(p) else os.path.join(directory, p) for p in paths]
+    else:
+        names = os.listdir(directory) if os.path.isdir(directory) else []
+        paths = [os.path.join(directory, n[: -len(".index")]) for n in names if re.fullmatch(r"ckpt-\d+\.index", n)]
+    return sorted(set(paths), key=lambda p: int(p.rsplit("-", 1)[1]), reverse=True)
+
+
+def readable_backups(output_dir: str, full: bool = False, first: bool = False) -> tuple[list[Position], list[tuple[str, str]]]:
+    """The readable backups of `output_dir` newest first, and the damaged ones with what is wrong with each.
+
+    `first`: stop at the newest readable one (with `full`, the only one read whole).
+    """
+    readable, damaged = [], []
+    for path in _candidates(backup_dir(output_dir)):
+        try:
+            readable.append(_read_position(path, full))
+        except _UNREADABLE as error:
+            damaged.append((path, " ".join(str(error).split())[:200]))
+        if first and readable:
+            break
+    return readable, damaged
+
+
+def latest_position(output_dir: str, full: bool = False) -> Position | None:
+    """The newest readable backup in `output_dir`, read without building anything."""
+    readable, _ = readable_backups(output_dir, full, first=True)
+    return readable[0] if readable else None
+
+
+def _has_history(output_dir: str) -> bool:
+    path = os.path.join(output_dir, "history.csv")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return len(f.read().strip().splitlines()) > 1
 
 
 def _comparable(values: dict) -> dict:
@@ -90,8 +152,18 @@ def check_resumable(config: SimSiamConfig) -> Position | None:
     lr, ablations, precision, augmentation, seed), is refused with one line: resuming it would
     fail to load, or silently continue a different run.
     """
-    position = latest_position(config.output_dir)
+    if config.restart:
+        return None
+    readable, damaged = readable_backups(config.output_dir, full=True, first=True)
+    position = readable[0] if readable else None
+    for path, why in damaged:
+        if position is not None and int(path.rsplit("-", 1)[1]) > position.global_step:
+            print(f"warning: skipping the damaged backup {path} ({why}); resuming from {position.path}", file=sys.stderr)
     if position is None:
+        if damaged or _has_history(config.output_dir):
+            what = f"no backup in {backup_dir(config.output_dir)} is readable ({os.path.basename(damaged[0][0])}: {damaged[0][1]})" \
+                if damaged else f"it has a history.csv but no backup in {backup_dir(config.output_dir)}"
+            raise ValueError(f"cannot resume {config.output_dir}: {what}; run with `restart` to start afresh over its history")
         if config.resume:
             raise ValueError(f"resume: {backup_dir(config.output_dir)} holds no backup to resume from")
         return None
@@ -110,7 +182,7 @@ def check_resumable(config: SimSiamConfig) -> Position | None:
         changes = ", ".join(f"{k} {saved[k]!r} there, {wanted[k]!r} here" for k in shown)
         raise ValueError(
             f"cannot resume {config.output_dir}: its backup is of a different {kind} ({changes}); "
-            f"use another `output_dir`, or delete {backup_dir(config.output_dir)} to start again"
+            "use another `output_dir`, or `restart` to start afresh there"
         )
     return position
 
@@ -162,6 +234,29 @@ class RunBackup:
         self.checkpoint.read(position.path).assert_existing_objects_matched()
         self._metric_values = [v.numpy() for v in self.metric_variables]
         self.latest = position
+        if self.chief:
+            self._set_aside_newer_than(position)
+
+    def _set_aside_newer_than(self, position: Position) -> None:
+        """Moves the (damaged) backups newer than `position` into backup/damaged/ and names `position`
+        in the index: the manager then never counts them among the backups it keeps."""
+        newer = [p for p in _candidates(self.directory) if int(p.rsplit("-", 1)[1]) > position.global_step]
+        if not newer:
+            return
+        damaged = os.path.join(self.directory, "damaged")
+        os.makedirs(damaged, exist_ok=True)
+        for path in newer:
+            prefix = os.path.basename(path)
+            for name in os.listdir(self.directory):
+                if name == prefix or name.startswith(prefix + "."):
+                    os.replace(os.path.join(self.directory, name), os.path.join(damaged, name))
+        kept = [p for p in _candidates(self.directory) if int(p.rsplit("-", 1)[1]) <= position.global_step]
+        # The index's text format (TensorFlow's CheckpointState), replaced whole.
+        names = [os.path.basename(p) for p in reversed(kept)]
+        index = [f'model_checkpoint_path: "{os.path.basename(position.path)}"']
+        write_atomic(os.path.join(self.directory, "checkpoint"),
+                     "\n".join(index + [f'all_model_checkpoint_paths: "{n}"' for n in names]) + "\n")
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, MAX_TO_KEEP)
 
     def restore_epoch_metrics(self) -> None:
         """Puts back the running loss and z_std of the interrupted epoch (Keras reset them)."""
@@ -179,8 +274,22 @@ class RunBackup:
         self.epoch.assign(epoch)
         self.step.assign(step)
         global_step = epoch * self.steps_per_epoch + step
+        where = Position(epoch, step, self.steps_per_epoch, "").describe()
         if self.chief:
-            path = self.manager.save(checkpoint_number=global_step)
+            previous = self.latest.path if self.latest else None
+            kept = f"the previous backup {previous} is intact" if previous else "there is no earlier backup"
+            try:
+                path = self.manager.save(checkpoint_number=global_step)
+            except (tf.errors.OpError, OSError) as error:
+                why = " ".join(str(error).split())[:200]
+                raise BackupError(f"could not write the backup at the {where} to {self.directory} ({why}); {kept}; "
+                                  "free the disk and run the same command to resume") from None
+            try:
+                _read_position(path)
+            except _UNREADABLE as error:
+                why = " ".join(str(error).split())[:200]
+                raise BackupError(f"the backup just written at the {where}, {path}, does not read back ({why}); "
+                                  f"{kept}; run the same command to resume from it") from None
         else:
             shutil.rmtree(self.scratch, ignore_errors=True)
             os.mkdir(self.scratch, mode=0o700)
@@ -203,6 +312,7 @@ class BackupCallback(keras.callbacks.Callback):
         self.every_steps = every_steps
         self.resumed_at = resumed_at
         self.epoch = 0
+        self.step = 0  # steps done in epoch index `epoch`
 
     def _offset(self) -> int:
         resumed = self.resumed_at
@@ -210,14 +320,25 @@ class BackupCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
-        if self._offset():
+        self.step = self._offset()
+        if self.step:
             self.backup.restore_epoch_metrics()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step = self._offset() + batch + 1
+        step = self.step = self._offset() + batch + 1
         steps = self.backup.steps_per_epoch
         if self.every_steps and step < steps and (self.epoch * steps + step) % self.every_steps == 0:
             self.backup.save(self.epoch, step)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.step = self.backup.steps_per_epoch
         self.backup.save(epoch + 1, 0)
+
+    def backup_now(self) -> tuple[int, int]:
+        """Backs up where training stands, unless the last backup is there; returns (epoch 1-based, step)."""
+        steps = self.backup.steps_per_epoch
+        epoch, step = (self.epoch + 1, 0) if self.step == steps else (self.epoch, self.step)
+        latest = self.backup.latest
+        if latest is None or latest.global_step != epoch * steps + step:
+            self.backup.save(epoch, step)
+        return self.epoch + 1, self.step

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import time
 from typing import Iterator, NamedTuple
 
@@ -24,10 +25,12 @@ from simsiam_keras.files import check_output_dir, write_atomic
 from simsiam_keras.method.model import SimSiam, build_simsiam
 from simsiam_keras.method.optimizers import make_optimizers
 from simsiam_keras.nets.backbone import MIN_IMAGE_SIZE, check_backbone
+from simsiam_keras.run_lock import RunLock
 from simsiam_keras.train import backup
 from simsiam_keras.train.distribute import all_gpus, check_batch_size, is_chief, make_strategy, weights_fingerprint
 from simsiam_keras.train.divergence import DivergenceError, DivergenceGuard
 from simsiam_keras.train.history import HistoryCSV, keep_history
+from simsiam_keras.train.preemption import PreemptionSignals, StopOnSignal
 
 MIXED_PRECISION = {"off": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
@@ -180,16 +183,33 @@ def pretrain(config: SimSiamConfig, source: DataSource | None = None, verbose: i
     both optimizers' state. `epochs == 0` saves the randomly initialised model, the baseline
     every evaluation compares against. A NaN or Inf loss raises `DivergenceError`, leaving the
     last good backup in place.
+
+    SIGTERM, SIGINT or `config.preemption_signal` stop training after the current step with a
+    backup there, and raise `Preempted`; a backup that cannot be written raises `BackupError`.
+    While it runs, the process holds the folder's lock (run.lock): a second run into it is
+    refused with `RunLocked` (docs/preemption.md).
     """
     check_config(config)
     check_backbone(config.backbone, config.image_size, config.backbone_width)
     check_output_dir(config.output_dir)
     if config.backup_every_steps < 0:
         raise ValueError(f"backup_every_steps must be 0 (epoch ends only) or more, got {config.backup_every_steps}")
+    signals = PreemptionSignals(config.preemption_signal)  # a bad signal name is refused before anything is read
+    RunLock(config.output_dir, config.force_unlock).check()
     start_at = backup.check_resumable(config)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)
+    # Only the chief writes the folder, so only it holds the lock.
+    lock = RunLock(config.output_dir, config.force_unlock) if is_chief(strategy) else contextlib.nullcontext()
+    with lock, signals:
+        if config.restart and is_chief(strategy):
+            shutil.rmtree(backup.backup_dir(config.output_dir), ignore_errors=True)
+        return _pretrain(config, source, verbose, strategy, start_at, signals)
+
+
+def _pretrain(config: SimSiamConfig, source: DataSource | None, verbose: int | str, strategy: tf.distribute.Strategy,
+              start_at: backup.Position | None, signals: PreemptionSignals) -> PretrainResult:
     check_batch_size(config.batch_size, strategy.num_replicas_in_sync)
     if source is None:
         source = sources.load_dataset(config.dataset, config.image_size, config.seed, config.data_dir)
@@ -230,8 +250,10 @@ def pretrain(config: SimSiamConfig, source: DataSource | None = None, verbose: i
         resumed_at = (start_at.epoch, start_at.step) if start_at and start_at.step else None
         callbacks += [DivergenceGuard(steps, resumed_at, config.steps_per_execution)]
         callbacks += [HistoryCSV(history_path), keras.callbacks.TensorBoard(os.path.join(config.output_dir, "logs"))] if chief else []
-        # Last: an epoch's backup follows its history row, and a diverged step is never backed up.
-        callbacks += [backup.BackupCallback(run_backup, config.backup_every_steps, start_at)]
+        # Last: an epoch's backup follows its history row, and a diverged step is never backed up;
+        # then the stop on a preemption signal, after the step's scheduled backup.
+        backups = backup.BackupCallback(run_backup, config.backup_every_steps, start_at)
+        callbacks += [backups, StopOnSignal(signals, backups.backup_now, strategy)]
         segments = _segments(start_at, config.epochs, steps)
         if not segments:
             print(f"{config.output_dir}: all {config.epochs} epochs were already trained")
