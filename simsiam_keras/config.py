@@ -206,7 +206,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # How long a preset's own run takes (what a run prints at its start), process start to exit on a
 # 2-core AVX2 CPU: `simsiam-pretrain` with no arguments costs 110 s of CPU time (user + sys), and
 # its train step keeps both cores busy (0.27 CPU-s a step over two threads, the input pipeline 0.05).
-PRESET_DURATIONS = {"quickstart": "about 1.5 minutes on a 2-core CPU (110 s of CPU time)"}
+PRESET_DURATIONS = {"quickstart": "about 1-1.5 minutes on a 2-core CPU (about 105 s of CPU time)"}
 
 
 def expected_duration(config: SimSiamConfig) -> str | None:

@@ -1,4 +1,4 @@
-"""Pretrain SimSiam. With no arguments: about 1.5 minutes on the embedded synthetic dataset (2-core CPU).
+"""Pretrain SimSiam. With no arguments: about a minute and a half at most on the embedded synthetic dataset (2-core CPU).
 
     simsiam-pretrain
     simsiam-pretrain --dataset cifar10 --preset cifar --strategy mirrored
