@@ -36,7 +36,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--dataset", default=None,
                    help="dataset for int8 calibration and the quantisation check (default: the run's)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
-    add_force_unlock(p, "OUTPUT (OUTPUT.lock, held while an export writes it)")
+    add_force_unlock(p, "OUTPUT.lock (held beside OUTPUT while an export writes it)")
     return p
 
 

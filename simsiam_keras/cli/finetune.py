@@ -64,7 +64,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--mixed-precision", choices=list(MIXED_PRECISION))
     p.add_argument("--backup-every-steps", type=int)
     add_preemption_signal(p)
-    add_force_unlock(p, "OUTPUT_DIR")
+    add_force_unlock(p, "OUTPUT_DIR/run.lock")
     p.add_argument("--export", help="also export the classifier (SavedModel + ONNX) to this new folder")
     p.add_argument("--seed", type=int)
     return p

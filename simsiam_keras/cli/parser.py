@@ -25,10 +25,10 @@ def one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
-def add_force_unlock(parser: argparse.ArgumentParser | argparse._ArgumentGroup, folder: str) -> None:
-    """`--force-unlock`, for a command that holds the lock of the folder it writes (run_lock.RunLock)."""
+def add_force_unlock(parser: argparse.ArgumentParser | argparse._ArgumentGroup, lock: str) -> None:
+    """`--force-unlock`, for a command that holds the lock (`lock`: its file) of the folder it writes (run_lock)."""
     parser.add_argument("--force-unlock", action="store_true", default=None,
-                        help=f"take over {folder}'s lock even if its holder on another host may be alive")
+                        help=f"take over {lock} even if its holder on another host may be alive")
 
 
 def add_preemption_signal(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

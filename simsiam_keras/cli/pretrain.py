@@ -66,7 +66,7 @@ def build_parser() -> ArgumentParser:
     resume.add_argument("--restart", action="store_true", default=None,
                         help="start afresh over OUTPUT_DIR, discarding its backups and history rows")
     add_preemption_signal(resume)
-    add_force_unlock(resume, "OUTPUT_DIR")
+    add_force_unlock(resume, "OUTPUT_DIR/run.lock")
     resume.add_argument("--deterministic", action="store_true", default=None,
                         help="deterministic ops: a resumed run matches an uninterrupted one bit for bit (slower)")
     ablations = p.add_argument_group("ablations (paper Sec. 4)")
