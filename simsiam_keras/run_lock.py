@@ -8,6 +8,9 @@ every `HEARTBEAT_SECONDS`), or at once with `force_unlock`.
 
     with RunLock("runs/x"):
         ...  # write the run's files
+
+A folder that is replaced whole (an export, renamed into place from a staging folder) cannot
+hold its own lock: `RunLock.beside(target)` holds `TARGET.lock` next to it instead.
 """
 
 from __future__ import annotations
@@ -46,11 +49,15 @@ def _describe(holder: dict) -> str:
 
 
 class RunLock(contextlib.AbstractContextManager):
-    """Holds `folder/run.lock` while entered (creating `folder` if needed); refuses a live holder's folder."""
+    """Holds `folder/run.lock` while entered (creating `folder` if needed); refuses a live holder's folder.
 
-    def __init__(self, folder: str | os.PathLike, force_unlock: bool = False, argument: str = "output_dir"):
+    `lock_path` puts the lock file elsewhere (see `beside`); its folder is the one created if needed.
+    """
+
+    def __init__(self, folder: str | os.PathLike, force_unlock: bool = False, argument: str = "output_dir",
+                 lock_path: str | os.PathLike | None = None):
         self.folder = os.fspath(folder)
-        self.path = os.path.join(self.folder, LOCK_FILE)
+        self.path = os.fspath(lock_path) if lock_path is not None else os.path.join(self.folder, LOCK_FILE)
         self.force_unlock = force_unlock
         self.argument = argument
         self.host = socket.gethostname()
@@ -58,6 +65,13 @@ class RunLock(contextlib.AbstractContextManager):
         self._heartbeat: threading.Thread | None = None
         self._held = False
         self._created = False
+        self._parent = os.path.dirname(self.path) or "."
+
+    @classmethod
+    def beside(cls, target: str | os.PathLike, force_unlock: bool = False, argument: str = "output") -> "RunLock":
+        """The lock of a folder that is replaced whole: `TARGET.lock` in the folder that holds `target`."""
+        target = os.path.normpath(os.fspath(target))
+        return cls(target, force_unlock, argument, lock_path=f"{target}.lock")
 
     def _holder(self) -> dict | None:
         """The lock's contents, {} if it exists but cannot be read, None if there is none."""
@@ -83,18 +97,28 @@ class RunLock(contextlib.AbstractContextManager):
             return f"not refreshed for {age:.0f} s (over {STALE_AFTER_SECONDS:.0f} s)"
         return None
 
+    def live_holder(self, others_only: bool = False) -> str | None:
+        """`process P on HOST (started T)` if a live process (`others_only`: not this one) holds the lock,
+        else None; changes nothing."""
+        holder = self._holder()
+        if holder is None or self._stale(holder) is not None:
+            return None
+        if others_only and holder.get("host") == self.host and holder.get("pid") == os.getpid():
+            return None
+        return _describe(holder)
+
     def check(self) -> None:
         """Raises RunLocked if a live process holds the folder's lock; changes nothing."""
-        holder = self._holder()
-        if holder is not None and self._stale(holder) is None:
+        holder = self.live_holder()
+        if holder is not None:
             raise RunLocked(
-                f"{self.argument} {self.folder} is being written by {_describe(holder)}; wait for it to end, "
+                f"{self.argument} {self.folder} is being written by {holder}; wait for it to end, "
                 f"or if it is dead on another host, pass `force_unlock`"
             )
 
     def acquire(self) -> None:
-        self._created = not os.path.isdir(self.folder)
-        os.makedirs(self.folder, exist_ok=True)
+        self._created = not os.path.isdir(self._parent)
+        os.makedirs(self._parent, exist_ok=True)
         mine = {"host": self.host, "pid": os.getpid(),
                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         for _ in range(3):
@@ -141,7 +165,7 @@ class RunLock(contextlib.AbstractContextManager):
                 os.remove(self.path)
         if self._created:  # a run that failed before writing anything leaves no folder behind
             with contextlib.suppress(OSError):
-                os.rmdir(self.folder)
+                os.rmdir(self._parent)
         self._held = False
 
     def __enter__(self) -> "RunLock":

@@ -9,6 +9,8 @@ import os
 import re
 import shlex
 import shutil
+import socket
+import subprocess
 from pathlib import Path
 
 import keras
@@ -234,6 +236,42 @@ def test_existing_export_is_refused_without_overwrite(workdir):
     assert last_line.startswith("error: ") and "--overwrite" in last_line, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert (target / "metadata.json").read_text() == before
+
+
+def test_an_export_a_live_process_is_writing_is_refused_and_a_dead_ones_lock_is_taken_over(workdir, tmp_path):
+    """The export's lock is OUTPUT.lock beside OUTPUT; the checkpoint's run folder, only read, may be locked."""
+    target = tmp_path / "exported" / "locked"
+    lock = tmp_path / "exported" / "locked.lock"
+    lock.parent.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    holder = subprocess.Popen(["sleep", "60"])
+    held = lambda pid: json.dumps({"host": socket.gethostname(), "pid": pid, "started": "then"})  # noqa: E731
+    argv = ["--checkpoint", workdir["run"], "--output", target, "--formats", "saved_model"]
+    try:
+        lock.write_text(held(holder.pid))
+        before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*")}
+        refused = run_cli(argv, tmp_path)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert refused.stderr.count("\n") == 1, refused.stderr[-2000:]
+        assert refused.stderr.startswith(f"error: --output {target} is being written by process {holder.pid} on "), \
+            refused.stderr
+        assert "--force-unlock" in refused.stderr
+        assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*")} == before
+
+        # A dead exporter's lock is taken over; a live pretraining in the checkpoint's folder only gets a warning.
+        lock.write_text(held(gone.pid))
+        (workdir["run"] / "run.lock").write_text(held(holder.pid))
+        taken = run_cli(argv, tmp_path)
+    finally:
+        (workdir["run"] / "run.lock").unlink(missing_ok=True)
+        holder.kill()
+        holder.wait()
+    assert taken.returncode == 0, taken.stderr[-2000:]
+    assert f"warning: taking over the lock of {target} from process {gone.pid}" in taken.stderr
+    assert f"warning: {workdir['run']} is being written by process {holder.pid}" in taken.stderr
+    assert sorted(os.listdir(tmp_path / "exported")) == ["locked"]  # the lock went with the export's end
+    assert json.loads((target / "metadata.json").read_text())["formats"] == {"saved_model": "saved_model"}
 
 
 @pytest.fixture

@@ -4,6 +4,9 @@ its files and records, and bad input refused with one line and nothing written."
 import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
 
 import keras
 import numpy as np
@@ -17,6 +20,7 @@ from simsiam_keras.config import FinetuneConfig, make_config, make_finetune_conf
 from simsiam_keras.data.images import from_arrays
 from simsiam_keras.data.labelled import choose_labels
 from simsiam_keras.evaluate.results import read_results
+from simsiam_keras.train import backup
 from simsiam_keras.method.model import build_simsiam
 from simsiam_keras.train.finetune import plan_schedule
 from simsiam_keras.train.pretrain import pretrain
@@ -161,14 +165,31 @@ def tiny_run(tmp_path_factory):
     return run
 
 
-def test_a_killed_finetuning_resumes_to_the_same_weights(tiny_run, npz_dataset, tmp_path):
+STEPS = 4  # 8 labelled images of each of npz_dataset's 4 classes, in batches of 8
+
+
+@pytest.fixture(scope="module")
+def whole_finetuning(tiny_run, npz_dataset, tmp_path_factory):
+    """The command line of a two-epoch fine-tuning of `tiny_run` (8 steps), and its uninterrupted run's folder."""
     argv = ("--checkpoint", tiny_run, "--dataset", f"npz:{npz_dataset}", "--labels", "8-per-class", "--batch-size", "8",
             "--epochs", "2", "--min-steps", "1", "--no-probe")
-    whole = run_main(main, *argv, "--output-dir", tmp_path / "whole")
-    assert whole.returncode == 0, whole.stderr
+    whole = tmp_path_factory.mktemp("whole_finetuning") / "whole"
+    ran = run_main(main, *argv, "--output-dir", whole)
+    assert ran.returncode == 0, ran.stderr
+    keras.backend.clear_session()
+    return argv, whole
+
+
+def same_classifier_weights(folder, other):
+    weights = [keras.models.load_model(f / "classifier.keras").get_weights() for f in (folder, other)]
+    return all(np.allclose(a, b, atol=1e-5) for a, b in zip(*weights, strict=True))
+
+
+def test_a_killed_finetuning_resumes_to_the_same_weights(whole_finetuning, tmp_path):
+    argv, whole = whole_finetuning
     # The state a kill after the first epoch leaves: the first epoch's backup, no results.
     killed = tmp_path / "killed"
-    shutil.copytree(tmp_path / "whole", killed, ignore=shutil.ignore_patterns("classifier.*", "finetune.json"))
+    shutil.copytree(whole, killed, ignore=shutil.ignore_patterns("classifier.*", "finetune.json"))
     first = sorted(tf.train.get_checkpoint_state(killed / "backup").all_model_checkpoint_paths)[0]
     name = os.path.basename(first)
     (killed / "backup" / "checkpoint").write_text(f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
@@ -176,8 +197,7 @@ def test_a_killed_finetuning_resumes_to_the_same_weights(tiny_run, npz_dataset, 
     resumed = run_main(main, *argv, "--output-dir", killed)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout and "end of epoch 1" in resumed.stdout
-    weights = [keras.models.load_model(folder / "classifier.keras").get_weights() for folder in (tmp_path / "whole", killed)]
-    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(*weights))
+    assert same_classifier_weights(whole, killed)
     changed = run_main(main, *argv[:-1], "--lr", "0.1", "--no-probe", "--output-dir", killed)
     assert changed.returncode == 2 and "cannot resume" in changed.stderr
 
@@ -192,3 +212,52 @@ def test_mirrored_mixed_precision_finetuning(tiny_run, npz_dataset, tmp_path):
     classifier = keras.models.load_model(tmp_path / "out" / "classifier.keras")
     policies = {layer.dtype_policy.name for layer in classifier.layers[1].layers if layer.weights}
     assert policies == {"mixed_bfloat16"} and classifier.outputs[0].dtype == "float32"
+
+
+def test_a_preempted_finetuning_resumes_to_the_same_weights_and_its_folder_has_one_writer(
+    whole_finetuning, tmp_path, monkeypatch
+):
+    """SIGTERM sent by this process to itself at a random step k, while the command's handler is installed."""
+    argv, whole = whole_finetuning
+    run = tmp_path / "preempted"
+    k = int(np.random.default_rng().integers(1, 2 * STEPS))
+    original, sent = backup.BackupCallback.on_train_batch_end, []
+
+    def signalled_at_step_k(self, batch, logs=None):
+        original(self, batch, logs)
+        if self.epoch * STEPS + self.step == k and not sent:
+            os.kill(os.getpid(), signal.SIGTERM)
+            sent.append(k)
+
+    monkeypatch.setattr(backup.BackupCallback, "on_train_batch_end", signalled_at_step_k)
+    stopped = run_main(main, *argv, "--output-dir", run)
+    monkeypatch.undo()
+    assert sent == [k] and stopped.returncode == 143, stopped.stderr[-2000:]
+    epoch, step = (k - 1) // STEPS + 1, (k - 1) % STEPS + 1
+    assert stopped.stderr.strip().splitlines()[-1] == \
+        f"preempted at epoch {epoch}, step {step}: backed up; run the same command to resume"
+    assert backup.latest_position(str(run)).global_step == k
+    assert not (run / "classifier.keras").exists() and not (run / "run.lock").exists()
+
+    # A second writer while a live process holds the folder's lock: refused, the folder untouched.
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        (run / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid, "started": "then"}))
+        before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*")}
+        refused = run_main(main, *argv, "--output-dir", run)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert refused.stderr.count("\n") == 1, refused.stderr[-2000:]
+        assert refused.stderr.startswith(f"error: --output-dir {run} is being written by process {holder.pid} on ")
+        assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*")} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # Its process gone: the lock is taken over with a warning, and the run resumes at step k.
+    keras.backend.clear_session()
+    resumed = run_main(main, *argv, "--output-dir", run)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"taking over the lock of {run} from process {holder.pid}" in resumed.stderr
+    position = "end of epoch 1" if k == STEPS else f"epoch {epoch}, step {step} of {STEPS}"
+    assert f"resuming {run} from its backup at the {position}" in resumed.stdout, resumed.stdout
+    assert not (run / "run.lock").exists()
+    assert same_classifier_weights(whole, run)

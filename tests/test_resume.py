@@ -455,3 +455,33 @@ def test_a_full_disk_or_a_damaged_newest_backup_falls_back_to_the_previous_one(t
         backup.check_resumable(tiny_config)
     tiny_config.restart = True
     assert backup.check_resumable(tiny_config) is None
+
+
+def test_cli_a_backup_that_cannot_be_written_is_one_error_line_exit_74_and_the_previous_one_intact(
+    npz_dataset, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    original, writes = tf.train.Checkpoint._write, []
+
+    def disk_full_on_the_second_backup(self, prefix, options=None):
+        writes.append(prefix)
+        if len(writes) == 1:
+            return original(self, prefix, options=options)
+        os.makedirs(f"{prefix}_temp", exist_ok=True)  # what a write cut short leaves
+        (Path(f"{prefix}_temp") / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"\x00" * 10)
+        raise tf.errors.ResourceExhaustedError(None, None, f"{prefix}_temp; No space left on device")
+
+    monkeypatch.setattr(tf.train.Checkpoint, "_write", disk_full_on_the_second_backup)
+    result = run_main(main, "--dataset", f"npz:{npz_dataset}", *IN_PROCESS, "--epochs", "1", "--knn-every", "0",
+                      "--output-dir", run)
+    monkeypatch.undo()
+    assert result.returncode == 74, result.stderr[-2000:]
+    assert len(writes) == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [result.stderr.strip().splitlines()[-1]], result.stderr[-2000:]
+    assert errors[0].startswith(f"error: could not write the backup at the epoch 1, step {2 * EVERY} of {STEPS}")
+    assert "No space left on device" in errors[0]
+    assert f"the previous backup {run / 'backup' / f'ckpt-{EVERY}'} is intact" in errors[0]
+    intact = backup.latest_position(str(run), full=True)  # every tensor of it reads back
+    assert intact.global_step == EVERY
+    assert not (run / "model.keras").exists() and not (run / "run.lock").exists()

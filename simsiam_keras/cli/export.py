@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser, one_line
+from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser, add_force_unlock, one_line
 from simsiam_keras.evaluate.drift import monitor_drift
 from simsiam_keras.export.export import (
     DEFAULT_FORMATS, FORMATS, ParityError, check_target, export_checkpoint, parse_formats,
@@ -36,6 +36,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--dataset", default=None,
                    help="dataset for int8 calibration and the quantisation check (default: the run's)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    add_force_unlock(p, "OUTPUT.lock (held beside OUTPUT while an export writes it)")
     return p
 
 
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         parse_quantize(args.quantize)
         check_target(args.output, args.overwrite)
         result = export_checkpoint(args.checkpoint, args.output, formats, args.overwrite, quantize=args.quantize,
-                                   allow_drift=args.allow_drift, dataset=args.dataset, drift=monitor_drift)
+                                   allow_drift=args.allow_drift, dataset=args.dataset, drift=monitor_drift,
+                                   force_unlock=bool(args.force_unlock))
     except USER_ERRORS as error:
         return parser.report(error)
     except ParityError as error:

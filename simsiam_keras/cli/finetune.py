@@ -11,7 +11,9 @@ for 1% of the labels, 30 for 10%, raised on small sets until the run takes --min
 Without --from-scratch the linear probe of the same encoder on the same labels is reported beside
 it (small sets). Writes OUTPUT/classifier.keras (+ classifier.json, for simsiam-export),
 labelled_indices.txt, finetune.json and TensorBoard logs; records top-1/top-5 in the run's
-results.json. Running the same command again after a kill resumes from OUTPUT/backup.
+results.json. Running the same command again after a kill or a preemption notice (SIGTERM, SIGINT,
+--preemption-signal: exit status 128 + its number) resumes from OUTPUT/backup; one process at a time
+writes OUTPUT (OUTPUT/run.lock), as in pretraining (docs/preemption.md).
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ import argparse
 import os
 import sys
 
-from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
+from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser, add_force_unlock, add_preemption_signal
+from simsiam_keras.cli.pretrain import EXIT_BACKUP_FAILED
 from simsiam_keras.config import FinetuneConfig, make_finetune_config
 from simsiam_keras.train.distribute import STRATEGIES
+from simsiam_keras.train.backup import BackupError
 from simsiam_keras.train.finetune import finetune
+from simsiam_keras.train.preemption import Preempted
 from simsiam_keras.train.pretrain import MIXED_PRECISION
 
 
@@ -58,6 +63,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--cpu-replicas", type=int)
     p.add_argument("--mixed-precision", choices=list(MIXED_PRECISION))
     p.add_argument("--backup-every-steps", type=int)
+    add_preemption_signal(p)
+    add_force_unlock(p, "OUTPUT_DIR/run.lock")
     p.add_argument("--export", help="also export the classifier (SavedModel + ONNX) to this new folder")
     p.add_argument("--seed", type=int)
     return p
@@ -75,9 +82,16 @@ def main(argv: list[str] | None = None) -> int:
             mixed_precision=args.mixed_precision, backup_every_steps=args.backup_every_steps, seed=args.seed,
         )
         result = finetune(args.checkpoint, args.dataset, labels, args.output_dir, config, args.from_scratch,
-                          args.data_dir, probe=args.probe, export=args.export, verbose="auto")
+                          args.data_dir, probe=args.probe, export=args.export, verbose="auto",
+                          force_unlock=bool(args.force_unlock), preemption_signal=args.preemption_signal)
     except USER_ERRORS as error:
         return parser.report(error)
+    except Preempted as stop:
+        print(stop, file=sys.stderr)
+        return stop.exit_status
+    except BackupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BACKUP_FAILED
     record = result.record
     what = "from scratch" if args.from_scratch else "fine-tuned"
     used = record["labels"]

@@ -25,6 +25,20 @@ def one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
+def add_force_unlock(parser: argparse.ArgumentParser | argparse._ArgumentGroup, lock: str) -> None:
+    """`--force-unlock`, for a command that holds the lock (`lock`: its file) of the folder it writes (run_lock)."""
+    parser.add_argument("--force-unlock", action="store_true", default=None,
+                        help=f"take over {lock} even if its holder on another host may be alive")
+
+
+def add_preemption_signal(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--preemption-signal NAME`, for a command that stops on a preemption notice (train.preemption)."""
+    parser.add_argument("--preemption-signal", metavar="NAME",
+                        help="also treat this signal as a preemption notice (e.g. SIGUSR1 for SLURM's --signal); "
+                             "SIGTERM and SIGINT always are: the run stops after the current step with a backup "
+                             "and exits with 128 + the signal's number (143 for SIGTERM)")
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with one-line errors (`error: ...; see PROG --help`) and no flag abbreviations."""
 

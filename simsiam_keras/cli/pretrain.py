@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 
-from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
+from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser, add_force_unlock, add_preemption_signal
 from simsiam_keras.config import AUGMENT_ON, CACHE_DECODED, PRESETS, SimSiamConfig, make_config
 from simsiam_keras.method.loss import SIMILARITIES
 from simsiam_keras.train.distribute import STRATEGIES
@@ -65,12 +65,8 @@ def build_parser() -> ArgumentParser:
     resume.add_argument("--resume", action="store_true", default=None, help="fail unless there is a backup to resume from")
     resume.add_argument("--restart", action="store_true", default=None,
                         help="start afresh over OUTPUT_DIR, discarding its backups and history rows")
-    resume.add_argument("--preemption-signal", metavar="NAME",
-                        help="also treat this signal as a preemption notice (e.g. SIGUSR1 for SLURM's --signal); "
-                             "SIGTERM and SIGINT always are: the run stops after the current step with a backup "
-                             "and exits with 128 + the signal's number (143 for SIGTERM)")
-    resume.add_argument("--force-unlock", action="store_true", default=None,
-                        help="take over OUTPUT_DIR's lock even if its holder on another host may be alive")
+    add_preemption_signal(resume)
+    add_force_unlock(resume, "OUTPUT_DIR/run.lock")
     resume.add_argument("--deterministic", action="store_true", default=None,
                         help="deterministic ops: a resumed run matches an uninterrupted one bit for bit (slower)")
     ablations = p.add_argument_group("ablations (paper Sec. 4)")

@@ -12,6 +12,10 @@ with the input normalisation inside it, so callers feed float32 RGB pixels in [0
 Each export is checked at export time: the Keras model, the SavedModel and ONNX Runtime
 (and the LiteRT interpreter, KerasHub) must agree on a fixed batch of images to 1e-4 of the
 feature scale, or nothing is written.
+
+While it writes, an export holds `NAME.lock` beside its folder (the folder itself is renamed into
+place whole, so it cannot hold its own lock): a second export into `NAME` while the first lives
+is refused with one line naming its process (`run_lock.RunLock.beside`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import math
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from importlib import metadata as package_metadata
@@ -42,6 +47,7 @@ from simsiam_keras.export import hub_preset, litert
 from simsiam_keras.export.load import INPUT_NAME, METADATA, OUTPUT_NAME, SAVED_MODEL_DIR, load_keras_file
 from simsiam_keras.files import RESULTS_FILE
 from simsiam_keras.method.model import SimSiam
+from simsiam_keras.run_lock import RunLock
 
 FORMATS = ("saved_model", "onnx", "litert", "keras-hub")
 # What an export writes unless told otherwise.
@@ -405,11 +411,20 @@ def _export(
     formats: str | Sequence[str],
     overwrite: bool,
     litert_options: LiteRTOptions | None = None,
+    force_unlock: bool = False,
 ) -> ExportResult:
-    """Writes the formats into a temporary folder beside the target, checks parity, then renames."""
+    """Writes the formats into a temporary folder beside the target, checks parity, then renames;
+    all under the target's lock."""
     start = time.time()
     formats = parse_formats(formats)
-    target = check_target(output_dir, overwrite)
+    with RunLock.beside(output_dir, force_unlock):
+        # Checked under the lock: an export that held it may have just written the target.
+        target = check_target(output_dir, overwrite)
+        return _export_locked(model, outputs, target, metadata, formats, litert_options, start)
+
+
+def _export_locked(model: keras.Model, outputs: Outputs, target: Path, metadata: dict[str, Any],
+                   formats: tuple[str, ...], litert_options: LiteRTOptions | None, start: float) -> ExportResult:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
@@ -483,6 +498,7 @@ def export_backbone(
     source: Mapping[str, Any] | None = None,
     litert_options: LiteRTOptions | None = None,
     results: Sequence[Mapping[str, Any]] | None = None,
+    force_unlock: bool = False,
 ) -> ExportResult:
     """Exports a backbone as a feature extractor: `images` (float32 [0, 255] NHWC) -> `features`.
 
@@ -490,9 +506,11 @@ def export_backbone(
     metadata.json, `source` (where converted weights came from) its `source` field, `results`
     (the run's results.json records) its `results`. A mixed-precision backbone is exported from
     a float32 copy. `litert_options` says what `litert` quantises and how it is checked.
+    `force_unlock` takes over the lock of another host's export into `output_dir` (see run_lock).
     """
     formats = parse_formats(formats)
     check_target(output_dir, overwrite)
+    RunLock.beside(output_dir, force_unlock).check()
     check_backbone_formats(backbone, formats)
     options = litert_options or LiteRTOptions()
     if options.quantize and "litert" not in formats:
@@ -514,7 +532,7 @@ def export_backbone(
     }
     return _export(
         model, lambda images: {OUTPUT_NAME: model(images, training=False)}, output_dir, metadata, formats, overwrite,
-        options,
+        options, force_unlock,
     )
 
 
@@ -528,6 +546,7 @@ def export_classifier(
     run_dir: str | Path | None = None,
     formats: str | Sequence[str] = DEFAULT_FORMATS,
     overwrite: bool = False,
+    force_unlock: bool = False,
 ) -> ExportResult:
     """Exports backbone + linear head: `images` -> `probabilities` (softmax) and `logits`.
 
@@ -537,6 +556,7 @@ def export_classifier(
     """
     formats = parse_formats(formats)
     check_target(output_dir, overwrite)
+    RunLock.beside(output_dir, force_unlock).check()
     if "keras-hub" in formats:
         raise ValueError("format keras-hub exports a backbone (a run's model.keras), not a linear classifier")
     model = float32_copy(classifier)
@@ -561,7 +581,7 @@ def export_classifier(
         logits = model(images, training=False)
         return {"probabilities": tf.nn.softmax(logits, axis=-1), "logits": logits}
 
-    return _export(model, outputs, output_dir, metadata, formats, overwrite)
+    return _export(model, outputs, output_dir, metadata, formats, overwrite, force_unlock=force_unlock)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -578,6 +598,7 @@ def export_checkpoint(
     allow_drift: bool = False,
     dataset: str | None = None,
     drift: DriftFactory | None = None,
+    force_unlock: bool = False,
 ) -> ExportResult:
     """Exports a pretraining run's `model.keras` (its backbone) or a linear probe's `classifier.keras`.
 
@@ -586,15 +607,26 @@ def export_checkpoint(
     `quantize` (litert; backbones only) calibrates `int8` on the run's dataset, or on
     `dataset`, which also feeds `drift` (evaluate.drift.monitor_drift: cosine and kNN on the
     monitor split; without it, cosine similarity on the calibration images).
+
+    A live process writing `output_dir` (holding its lock) is refused before any work. The
+    checkpoint's folder is only read, so a live run there does not stop the export: its
+    model.keras is written whole when that run ends, and exported as it is now, with a warning.
     """
     formats = parse_formats(formats)
     quantize = litert.parse_quantize(quantize)
     check_target(output_dir, overwrite)
+    RunLock.beside(output_dir, force_unlock).check()
     path = Path(checkpoint)
     if path.is_dir():
         path = path / "model.keras"
+    writer = RunLock(path.parent).live_holder(others_only=True)  # not a fine-tuning exporting its own classifier
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint}: no model.keras or classifier .keras file there")
+        running = f" yet: {path.parent} is being written by {writer}, which saves it when it ends" if writer \
+            else " there"
+        raise FileNotFoundError(f"checkpoint {checkpoint}: no model.keras or classifier .keras file{running}")
+    if writer is not None:
+        print(f"warning: {path.parent} is being written by {writer}; exporting its {path.name} as it is now "
+              "(that run replaces it when it ends)", file=sys.stderr)
     if path.suffix != ".keras":
         raise ValueError(f"checkpoint {checkpoint}: expected a .keras file or a run directory")
     sidecar = _read_json(path.with_name(CLASSIFIER_SIDECAR)) if path.name != "model.keras" else None
@@ -621,13 +653,13 @@ def export_checkpoint(
         results = _read_json(run_dir / RESULTS_FILE)
         return export_backbone(model.backbone, output_dir, config=config, run_dir=run_dir, formats=formats,
                                overwrite=overwrite, litert_options=options, results=results,
-                               source=(config or {}).get("converted_from"))
+                               source=(config or {}).get("converted_from"), force_unlock=force_unlock)
     if sidecar is None:
         raise ValueError(
             f"checkpoint {checkpoint}: not a SimSiam model, and no {CLASSIFIER_SIDECAR} beside it for a classifier"
         )
     return export_classifier(model, output_dir, sidecar["class_names"], details=sidecar, config=config,
-                             run_dir=run_dir, formats=formats, overwrite=overwrite)
+                             run_dir=run_dir, formats=formats, overwrite=overwrite, force_unlock=force_unlock)
 
 
 # -- measurement ---------------------------------------------------------------------------

@@ -104,7 +104,8 @@ def _candidates(directory: str) -> list[str]:
         paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
         if state.model_checkpoint_path not in paths:
             paths.append(state.model_checkpoint_path)
-        paths = [p if os.path.isabs(p) else os.path.join(directory, p) for p in paths]
+        # TensorFlow has already put `directory` before the index's relative names: joining them again
+        # made every backup of a relative output_dir (runs/x) unreadable.
     else:
         names = os.listdir(directory) if os.path.isdir(directory) else []
         paths = [os.path.join(directory, n[: -len(".index")]) for n in names if re.fullmatch(r"ckpt-\d+\.index", n)]

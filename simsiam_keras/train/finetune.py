@@ -14,6 +14,7 @@ command again after a kill.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -37,9 +38,11 @@ from simsiam_keras.evaluate.results import append_result
 from simsiam_keras.export.export import export_checkpoint
 from simsiam_keras.export.load import check_backbone_model, load_backbone, resolve_checkpoint, run_dir_of, run_settings
 from simsiam_keras.files import write_atomic
+from simsiam_keras.run_lock import RunLock
 from simsiam_keras.train import backup
 from simsiam_keras.train.distribute import check_batch_size, is_chief, make_strategy
 from simsiam_keras.train.divergence import DivergenceGuard
+from simsiam_keras.train.preemption import PreemptionSignals, StopOnSignal
 from simsiam_keras.train.pretrain import MIXED_PRECISION, _segments, _StopAtEpochEnd, dtype_policy
 
 RESULT_FILE = "finetune.json"
@@ -180,6 +183,8 @@ def finetune(
     probe: bool | None = None,
     export: str | None = None,
     verbose: int | str = 0,
+    force_unlock: bool = False,
+    preemption_signal: str | None = None,
 ) -> FinetuneResult:
     """Fine-tunes the backbone at `checkpoint` with a labelled subset of `dataset`'s training split.
 
@@ -191,10 +196,16 @@ def finetune(
     beside fine-tuning when the labelled set is at most PROBE_MAX_IMAGES (never from scratch).
     Everything is checked before anything is written; a folder holding a backup of the same
     fine-tuning is resumed.
+
+    As in pretraining (docs/preemption.md), the process holds `output_dir`'s lock (run.lock) while
+    it runs, a second writer is refused with `RunLocked` (`force_unlock` takes over another host's
+    lock), and SIGTERM, SIGINT or `preemption_signal` stop training after the current step with a
+    backup there, raising `Preempted`; a backup that cannot be written raises `BackupError`.
     """
     config = config or FinetuneConfig()
     if config.mixed_precision not in MIXED_PRECISION:
         raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {config.mixed_precision!r}")
+    signals = PreemptionSignals(preemption_signal)  # a bad signal name is refused before anything is read
     start = time.time()
     data = dataset if isinstance(dataset, EvalData) else eval_data(dataset, data_dir, config.seed)
     choice, labelled = _labelled_data(data, labels, config.seed)
@@ -208,88 +219,98 @@ def finetune(
     schedule = plan_schedule(config, len(choice.indices), choice.fraction, strategy.num_replicas_in_sync)
     settings = {**config.to_dict(), "checkpoint": str(checkpoint), "dataset": data.name, "labels": labels,
                 "from_scratch": from_scratch, "output_dir": output_dir}
+    RunLock(output_dir, force_unlock).check()
     start_at = _check_output(output_dir, settings)
     if export is not None and os.path.exists(export):
         raise FileExistsError(f"export {export} exists: choose another folder, or delete it")
+    if export is not None:
+        RunLock.beside(export, argument="export").check()
     run_probe = (not from_scratch and len(choice.indices) <= PROBE_MAX_IMAGES) if probe is None else probe
 
     chief = is_chief(strategy)
-    for note in schedule.notes:
-        print(f"note: {note}")
-    probe_result = _probe(pretrained, labelled, ratio) if run_probe and start_at is None else None
-    keras.utils.set_random_seed(config.seed)
-    crop = pretrained.input_shape[1]
-    with strategy.scope(), dtype_policy(config.mixed_precision):
-        backbone = _rebuilt(pretrained, keras.config.dtype_policy().name, keep_weights=not from_scratch)
-        classifier = build_finetune_classifier(backbone, data.num_classes, config.head_init_std, config.seed)
-        lr = keras.optimizers.schedules.CosineDecay(schedule.lr, decay_steps=max(1, schedule.total_steps))
-        optimizer = keras.optimizers.SGD(lr, momentum=config.momentum, nesterov=config.nesterov,
-                                         weight_decay=config.weight_decay or None)
-        classifier.compile(optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                           metrics=["accuracy"])
-        classifier.optimizer.build(classifier.trainable_variables)  # before a restore, and for MirroredStrategy
-    run_backup = backup.RunBackup(classifier, output_dir, strategy, schedule.steps_per_epoch)
-    if start_at is not None:
-        run_backup.restore(start_at)
-        print(f"resuming {output_dir} from its backup at the {start_at.describe()}")
-    elif chief:
-        os.makedirs(output_dir)
-        write_atomic(os.path.join(output_dir, SETTINGS_FILE), json.dumps(settings, indent=2, sort_keys=True))
-        write_indices(choice, output_dir, data.bank.files)
-        if probe_result is not None:
-            write_atomic(os.path.join(output_dir, "probe.json"), json.dumps(probe_result, indent=2))
-    if probe_result is None and start_at is not None and os.path.isfile(os.path.join(output_dir, "probe.json")):
-        with open(os.path.join(output_dir, "probe.json")) as f:
-            probe_result = json.load(f)
+    # Only the chief writes the folder, so only it holds the lock.
+    lock = RunLock(output_dir, force_unlock) if chief else contextlib.nullcontext()
+    with lock, signals:
+        for note in schedule.notes:
+            print(f"note: {note}")
+        probe_result = _probe(pretrained, labelled, ratio) if run_probe and start_at is None else None
+        keras.utils.set_random_seed(config.seed)
+        crop = pretrained.input_shape[1]
+        with strategy.scope(), dtype_policy(config.mixed_precision):
+            backbone = _rebuilt(pretrained, keras.config.dtype_policy().name, keep_weights=not from_scratch)
+            classifier = build_finetune_classifier(backbone, data.num_classes, config.head_init_std, config.seed)
+            lr = keras.optimizers.schedules.CosineDecay(schedule.lr, decay_steps=max(1, schedule.total_steps))
+            optimizer = keras.optimizers.SGD(lr, momentum=config.momentum, nesterov=config.nesterov,
+                                             weight_decay=config.weight_decay or None)
+            classifier.compile(optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                               metrics=["accuracy"])
+            classifier.optimizer.build(classifier.trainable_variables)  # before a restore, and for MirroredStrategy
+        run_backup = backup.RunBackup(classifier, output_dir, strategy, schedule.steps_per_epoch)
+        if start_at is not None:
+            run_backup.restore(start_at)
+            print(f"resuming {output_dir} from its backup at the {start_at.describe()}")
+        elif chief:
+            os.makedirs(output_dir, exist_ok=True)  # the lock made it
+            write_atomic(os.path.join(output_dir, SETTINGS_FILE), json.dumps(settings, indent=2, sort_keys=True))
+            write_indices(choice, output_dir, data.bank.files)
+            if probe_result is not None:
+                write_atomic(os.path.join(output_dir, "probe.json"), json.dumps(probe_result, indent=2))
+        if probe_result is None and start_at is not None and os.path.isfile(os.path.join(output_dir, "probe.json")):
+            with open(os.path.join(output_dir, "probe.json")) as f:
+                probe_result = json.load(f)
 
-    train_config = dataclasses.replace(config, batch_size=schedule.batch_size)
-    resumed_at = (start_at.epoch, start_at.step) if start_at and start_at.step else None
-    callbacks: list[keras.callbacks.Callback] = [DivergenceGuard(schedule.steps_per_epoch, resumed_at)]
-    if chief:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
-    callbacks.append(backup.BackupCallback(run_backup, config.backup_every_steps, start_at))  # last
-    train_start = time.time()
-    for segment in _segments(start_at, schedule.epochs, schedule.steps_per_epoch):
-        batches = train_dataset(labelled.bank, crop, train_config).skip(segment.skip)
-        classifier.fit(batches, initial_epoch=segment.first, epochs=schedule.epochs, steps_per_epoch=segment.steps,
-                       callbacks=callbacks + ([_StopAtEpochEnd()] if segment.one_epoch else []), verbose=verbose)
-    train_seconds = time.time() - train_start
+        train_config = dataclasses.replace(config, batch_size=schedule.batch_size)
+        resumed_at = (start_at.epoch, start_at.step) if start_at and start_at.step else None
+        callbacks: list[keras.callbacks.Callback] = [DivergenceGuard(schedule.steps_per_epoch, resumed_at)]
+        if chief:
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
+            # Last: the backup, then the stop on a preemption signal after the step's scheduled backup.
+        backups = backup.BackupCallback(run_backup, config.backup_every_steps, start_at)
+        callbacks += [backups, StopOnSignal(signals, backups.backup_now, strategy)]
+        train_start = time.time()
+        for segment in _segments(start_at, schedule.epochs, schedule.steps_per_epoch):
+            batches = train_dataset(labelled.bank, crop, train_config).skip(segment.skip)
+            classifier.fit(batches, initial_epoch=segment.first, epochs=schedule.epochs, steps_per_epoch=segment.steps,
+                           callbacks=callbacks + ([_StopAtEpochEnd()] if segment.one_epoch else []), verbose=verbose)
+        train_seconds = time.time() - train_start
 
-    logits, test_labels = [], []
-    for images, y in data.query.batches(crop, ratio):
-        logits.append(np.asarray(classifier(images, training=False), np.float32))
-        test_labels.append(np.asarray(y))
-    logits, test_labels = np.concatenate(logits), np.concatenate(test_labels)
-    top1, top5 = top_k_accuracy(logits, test_labels, 1), top_k_accuracy(logits, test_labels, 5)
-    saved = keras.Model(classifier.inputs, classifier.outputs, name="finetuned_classifier")
-    protocol = PROTOCOLS[from_scratch]
-    record = {
-        "checkpoint": str(checkpoint),
-        "dataset": data.name,
-        "split": data.query.name,
-        "protocol": protocol,
-        "from_scratch": from_scratch,
-        "top1": top1,
-        "top5": top5,
-        "test_images": int(len(test_labels)),
-        "labels": {"how": labels, "images": int(len(choice.indices)), "fraction": choice.fraction,
-                   "per_class": choice.per_class(data.num_classes), "file": "labelled_indices.txt"},
-        "recipe": {**config.to_dict(), "batch_size": schedule.batch_size, "lr": schedule.lr, "epochs": schedule.epochs,
-                   "steps_per_epoch": schedule.steps_per_epoch, "steps": schedule.total_steps,
-                   "notes": list(schedule.notes), "eval_resize_ratio": ratio,
-                   "replicas": strategy.num_replicas_in_sync},
-        "linear_probe": probe_result,
-        "train_seconds": train_seconds,
-        "seconds": time.time() - start,
-    }
-    if chief:
-        save_classifier(saved, output_dir, data.class_names, str(checkpoint),
-                        str(settings_of_run.get("backbone", pretrained.name)), {"name": protocol, **record["recipe"]})
-        write_atomic(os.path.join(output_dir, RESULT_FILE), json.dumps(record, indent=2))
-        for metric in ("top1", "top5"):
-            append_result(run_dir, dataset=data.name, split=data.query.name, metric=metric, value=record[metric],
-                          protocol=protocol, labels=labels, labelled_images=int(len(choice.indices)),
-                          output_dir=output_dir, checkpoint=str(checkpoint))
-        if export is not None:
-            record["export"] = str(export_checkpoint(os.path.join(output_dir, "classifier.keras"), export).output_dir)
-    return FinetuneResult(top1, top5, saved, output_dir, time.time() - start, record)
+        logits, test_labels = [], []
+        for images, y in data.query.batches(crop, ratio):
+            logits.append(np.asarray(classifier(images, training=False), np.float32))
+            test_labels.append(np.asarray(y))
+        logits, test_labels = np.concatenate(logits), np.concatenate(test_labels)
+        top1, top5 = top_k_accuracy(logits, test_labels, 1), top_k_accuracy(logits, test_labels, 5)
+        saved = keras.Model(classifier.inputs, classifier.outputs, name="finetuned_classifier")
+        protocol = PROTOCOLS[from_scratch]
+        record = {
+            "checkpoint": str(checkpoint),
+            "dataset": data.name,
+            "split": data.query.name,
+            "protocol": protocol,
+            "from_scratch": from_scratch,
+            "top1": top1,
+            "top5": top5,
+            "test_images": int(len(test_labels)),
+            "labels": {"how": labels, "images": int(len(choice.indices)), "fraction": choice.fraction,
+                       "per_class": choice.per_class(data.num_classes), "file": "labelled_indices.txt"},
+            "recipe": {**config.to_dict(), "batch_size": schedule.batch_size, "lr": schedule.lr,
+                       "epochs": schedule.epochs, "steps_per_epoch": schedule.steps_per_epoch, "steps": schedule.total_steps,
+                       "notes": list(schedule.notes), "eval_resize_ratio": ratio,
+                       "replicas": strategy.num_replicas_in_sync},
+            "linear_probe": probe_result,
+            "train_seconds": train_seconds,
+            "seconds": time.time() - start,
+        }
+        if chief:
+            save_classifier(saved, output_dir, data.class_names, str(checkpoint),
+                            str(settings_of_run.get("backbone", pretrained.name)),
+                            {"name": protocol, **record["recipe"]})
+            write_atomic(os.path.join(output_dir, RESULT_FILE), json.dumps(record, indent=2))
+            for metric in ("top1", "top5"):
+                append_result(run_dir, dataset=data.name, split=data.query.name, metric=metric, value=record[metric],
+                              protocol=protocol, labels=labels, labelled_images=int(len(choice.indices)),
+                              output_dir=output_dir, checkpoint=str(checkpoint))
+            if export is not None:
+                exported = export_checkpoint(os.path.join(output_dir, "classifier.keras"), export)
+                record["export"] = str(exported.output_dir)
+        return FinetuneResult(top1, top5, saved, output_dir, time.time() - start, record)
