@@ -135,7 +135,8 @@ def embed(
 ) -> EmbedResult:
     """Embeds `split` ("train", "test" or "all") of `dataset` with the backbone at `checkpoint` into `output_dir`.
 
-    Labels are used where known (a flat `folder:` or an `.npz` with only `x_train` has none). Writes features.npz, the projector files, neighbours.png, duplicates.csv, embed.json and, with
+    Labels are used where known (a flat `folder:` or an `.npz` with only `x_train` has none). Writes
+    features.npz, the projector files, neighbours.png, duplicates.csv, embed.json and, with
     `tsne_map`, map.png; appends RankMe (and the kNN top-1, with train and test) to the run's
     results.json. Everything is checked before anything is written.
     """
@@ -191,7 +192,8 @@ def embed(
     shown = np.sort(rng.choice(count, min(projector_points, count), replace=False)) if projector_points else []
     if len(shown):
         images = _gather_images(splits, which[shown], index[shown], size, ratio)
-        write_projector(output_dir, feats[shown], images, [label_names[i] for i in shown] if known else None, ids[shown])
+        shown_labels = [label_names[i] for i in shown] if known else None
+        write_projector(output_dir, feats[shown], images, shown_labels, ids[shown])
 
     queries = np.sort(rng.choice(count, min(neighbour_queries, count), replace=False))
     k = min(neighbours, count - 1)

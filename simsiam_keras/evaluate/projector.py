@@ -36,7 +36,8 @@ def sprite(images: np.ndarray) -> tuple[np.ndarray, int]:
 
 def write_projector(output_dir: str, features: np.ndarray, images: np.ndarray, labels: Sequence[str] | None,
                     paths: Sequence[str], name: str = "features") -> str:
-    """Writes the projector's files for these rows (`labels` None when unknown) into `output_dir`; returns the config's path."""
+    """Writes the projector's files for these rows (`labels` None when unknown) into `output_dir`; returns
+    the config's path."""
     np.savetxt(os.path.join(output_dir, TENSOR_FILE), np.asarray(features, np.float32), delimiter="\t", fmt="%.6g")
     with open(os.path.join(output_dir, METADATA_FILE), "w") as f:
         if labels is None:
