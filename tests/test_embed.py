@@ -15,6 +15,7 @@ from tensorboard.plugins.projector import projector_config_pb2
 
 import simsiam_keras  # noqa: F401  (registers the classes model.keras needs)
 from simsiam_keras.cli.embed import main
+from simsiam_keras.evaluate.embed import embed
 from simsiam_keras.evaluate.rankme import GramAccumulator, rankme, rankme_of_singular_values
 from tests.commands import run_main
 
@@ -116,3 +117,52 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(synthetic_run, embedde
         ran = run_main(main, "--dataset", "synthetic", *argv)
         assert ran.returncode == 2 and ran.stderr.count("\n") == 1 and message in ran.stderr, (case, ran.stderr)
     assert not (tmp_path / "new").exists()
+
+
+def test_unlabelled_images_are_embedded_without_labels_or_knn(synthetic_run, digits_folder, tmp_path):
+    """A flat folder of images (and an .npz of x_train only): features, path-only projector metadata,
+    neighbours, duplicates and RankMe; no label anywhere and no kNN."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in sorted((digits_folder / "train").glob("*/*.png"), key=lambda p: p.name)[:24]:
+        (flat / path.name).write_bytes(path.read_bytes())
+    (flat / "copy.jpg").write_bytes((digits_folder / DUPLICATE).read_bytes())
+    out = tmp_path / "embed"
+    ran = run_main(main, "--checkpoint", synthetic_run.dir, "--dataset", f"folder:{flat}", "--output", out,
+                   "--projector-points", "10", "--neighbour-queries", "2", "--neighbours", "3")
+    assert ran.returncode == 0, ran.stderr
+    saved = np.load(out / "features.npz")
+    assert saved["features"].shape == (25, 64) and (saved["labels"] == -1).all() and set(saved["split"]) == {"train"}
+    metadata = (out / "metadata.tsv").read_text().splitlines()
+    assert len(metadata) == 10 and all((flat / line).is_file() for line in metadata)  # one column: no header
+    with open(out / "duplicates.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert set(rows[0]) == {"similarity", "image_a", "image_b"}
+    assert any({r["image_a"], r["image_b"]} == {str(flat / "0003.png"), str(flat / "copy.jpg")} for r in rows)
+    summary = json.loads((out / "embed.json").read_text())
+    assert summary["knn_top1"] is None and 1 < summary["rankme"] < 64 and "kNN" not in ran.stdout
+    assert Image.open(out / "neighbours.png").size[0] > 100
+
+    images = np.stack([np.asarray(Image.open(flat / f"{i:04d}.png")) for i in (0, 1, 2, 3)])
+    np.savez(tmp_path / "x_only.npz", x_train=images)
+    result = embed(synthetic_run.dir, f"npz:{tmp_path / 'x_only.npz'}", str(tmp_path / "npz"), projector_points=0,
+                   neighbour_queries=0)
+    assert result.count == 4 and result.knn_top1 is None
+    np.testing.assert_allclose(np.load(tmp_path / "npz" / "features.npz")["features"], saved["features"][:4], atol=1e-4)
+    with pytest.raises(ValueError, match="no test split"):
+        embed(synthetic_run.dir, f"npz:{tmp_path / 'x_only.npz'}", str(tmp_path / "test_split"), split="test")
+
+
+def test_map_without_scikit_learn_is_one_line_exit_2_and_nothing_written(synthetic_run, tmp_path, monkeypatch):
+    real_import = __import__
+
+    def no_sklearn(name, *args, **kwargs):
+        if name.split(".")[0] == "sklearn":
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.__import__", no_sklearn)
+    ran = run_main(main, "--checkpoint", synthetic_run.dir, "--output", tmp_path / "out", "--map")
+    assert ran.returncode == 2 and ran.stderr.count("\n") == 1, ran.stderr
+    assert "scikit-learn" in ran.stderr and "pip install" in ran.stderr
+    assert not (tmp_path / "out").exists()

@@ -346,3 +346,18 @@ def test_export_page_python_snippets_run_against_an_export(workdir, index, monke
         tuned = namespace["backbone"].trainable_weights
         assert len(tuned) == len(saved) > 0
         assert any(not np.allclose(t.numpy(), s.numpy()) for t, s in zip(tuned, saved))
+
+
+def test_embed_runs_an_onnx_export_through_onnx_runtime_with_the_keras_features(workdir, tmp_path):
+    from simsiam_keras.evaluate.embed import FEATURES_FILE, embed
+
+    dataset = f"npz:{workdir['root'] / 'tiny.npz'}"
+    cheap = dict(projector_points=0, neighbour_queries=0, batch_size=16)
+    onnx_run = embed(str(workdir["backbone"] / "model.onnx"), dataset, str(tmp_path / "onnx"), **cheap)
+    keras_run = embed(str(workdir["run"]), dataset, str(tmp_path / "keras"), **cheap)
+    assert onnx_run.summary["model_kind"] == "onnx" and keras_run.summary["model_kind"] == "keras"
+    assert onnx_run.summary["eval_resize_ratio"] == keras_run.summary["eval_resize_ratio"]
+    from_onnx, from_keras = (np.load(tmp_path / name / FEATURES_FILE) for name in ("onnx", "keras"))
+    assert from_onnx["features"].shape == (48, 64) and list(from_onnx["ids"]) == list(from_keras["ids"])
+    assert_close(from_keras["features"], from_onnx["features"])
+    assert onnx_run.knn_top1 == pytest.approx(keras_run.knn_top1, abs=1 / 16)

@@ -141,26 +141,26 @@ def _synthetic(seed: int) -> EvalData:
                     split("test", defaults["num_test"].default))
 
 
+def _file_split(name: str, files: list[str], labels: np.ndarray) -> LabelledSplit:
+    def encoded(limit: int | None) -> tf.data.Dataset:
+        # Evenly spaced files: the listing is sorted by class, so every class is kept.
+        keep = np.linspace(0, len(files) - 1, min(limit or len(files), len(files))).astype(int)
+        data = tf.data.Dataset.from_tensor_slices([files[i] for i in keep])
+        data = data.map(tf.io.read_file, num_parallel_calls=AUTOTUNE)
+        return tf.data.Dataset.zip((data, tf.data.Dataset.from_tensor_slices(labels[keep])))
+
+    return LabelledSplit(name, len(files), encoded=encoded, files=list(files))
+
+
 def _folder(path: str) -> EvalData | str:
     splits = list_image_folder(path)
     query = test_split(splits)
     if splits["train"].labels is None or query is None or splits[query].labels is None:
         return (f"evaluation needs labelled splits PATH/train/<label>/* and PATH/test/<label>/* "
                 f"(or val/validation); found {', '.join(splits)}")
-
-    def split(name: str) -> LabelledSplit:
-        files, labels = splits[name].files, splits[name].labels
-
-        def encoded(limit: int | None) -> tf.data.Dataset:
-            # Evenly spaced files: the listing is sorted by class, so every class is kept.
-            keep = np.linspace(0, len(files) - 1, min(limit or len(files), len(files))).astype(int)
-            data = tf.data.Dataset.from_tensor_slices([files[i] for i in keep])
-            data = data.map(tf.io.read_file, num_parallel_calls=AUTOTUNE)
-            return tf.data.Dataset.zip((data, tf.data.Dataset.from_tensor_slices(labels[keep])))
-
-        return LabelledSplit(name, len(files), encoded=encoded, files=list(files))
-
-    return EvalData(f"folder:{path}", list(splits["train"].class_names), split("train"), split(query))
+    return EvalData(f"folder:{path}", list(splits["train"].class_names),
+                    _file_split("train", splits["train"].files, splits["train"].labels),
+                    _file_split(query, splits[query].files, splits[query].labels))
 
 
 def _tfds(name: str, data_dir: str | None) -> EvalData | str:
@@ -209,3 +209,53 @@ def eval_data(dataset: str | DatasetSpec | DataSource, data_dir: str | None = No
         name = dataset.name if isinstance(dataset, DataSource) else str(dataset)
         raise ValueError(f"dataset {name}: {found}")
     return found
+
+
+@dataclasses.dataclass
+class ImageSplits:
+    """A dataset's splits for embedding, labelled or not: `train`, then the test split when there is one.
+
+    Labels are -1 where unknown.
+    """
+
+    name: str
+    class_names: list[str]
+    splits: dict[str, LabelledSplit]
+
+    @classmethod
+    def of(cls, data: EvalData) -> ImageSplits:
+        return cls(data.name, data.class_names, {data.bank.name: data.bank, data.query.name: data.query})
+
+
+def _unlabelled(name: str, images: np.ndarray, labels: np.ndarray | None) -> LabelledSplit:
+    return _array_split(name, images, np.full(len(images), -1, np.int64) if labels is None else labels)
+
+
+def image_splits(dataset: str | DatasetSpec | DataSource, data_dir: str | None = None, seed: int = 0) -> ImageSplits:
+    """The splits of `dataset` with their labels when known: what `eval_data` gives for labelled datasets,
+    else the images of a flat `folder:` or of an `.npz` without labels (a TFDS dataset needs its labels).
+
+    Raises FileNotFoundError or ValueError (naming the dataset) when there are no images to read.
+    """
+    found = find_eval_data(dataset, data_dir, seed)
+    if isinstance(found, EvalData):
+        return ImageSplits.of(found)
+    spec = None if isinstance(dataset, DataSource) else parse_dataset(dataset)
+    if isinstance(dataset, DataSource) or spec.kind == "npz":
+        source = dataset if isinstance(dataset, DataSource) else load_npz(spec.location)
+        if source.x_train is None:
+            return ImageSplits.of(eval_data(dataset, data_dir, seed))  # its one-line error
+        splits = {"train": _unlabelled("train", source.x_train, source.y_train)}
+        if source.x_test is not None:
+            splits["test"] = _unlabelled("test", source.x_test, source.y_test)
+        return ImageSplits(source.name, _numbered(source.num_classes), splits)
+    if spec.kind == "folder":
+        listed = list_image_folder(spec.location)
+        splits = {}
+        for name, files in listed.items():
+            labels = files.labels if files.labels is not None else np.full(len(files.files), -1, np.int64)
+            splits[name] = _file_split(name, files.files, labels)
+        order = ["train"] + [name for name in (test_split(listed),) if name]
+        return ImageSplits(f"folder:{spec.location}", list(listed["train"].class_names),
+                           {name: splits[name] for name in order})
+    return ImageSplits.of(eval_data(dataset, data_dir, seed))

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from simsiam_keras.config import DUPLICATE_THRESHOLD, EVAL_RESIZE_RATIO, PROJECTOR_POINTS
 from simsiam_keras.data.decode import decode_eval_view
-from simsiam_keras.data.eval_splits import EvalData, LabelledSplit, eval_data
+from simsiam_keras.data.eval_splits import EvalData, ImageSplits, LabelledSplit, image_splits
 from simsiam_keras.data.labelled import subset
 from simsiam_keras.evaluate.knn import KNN_K, KNN_TEMPERATURE, knn_accuracy
 from simsiam_keras.evaluate.projector import write_projector
@@ -119,7 +119,7 @@ def check_output(output_dir: str) -> None:
 
 def embed(
     checkpoint: str,
-    dataset: str | EvalData = "synthetic",
+    dataset: str | EvalData | ImageSplits = "synthetic",
     output_dir: str = "embeddings",
     data_dir: str | None = None,
     split: str = "all",
@@ -135,7 +135,8 @@ def embed(
 ) -> EmbedResult:
     """Embeds `split` ("train", "test" or "all") of `dataset` with the backbone at `checkpoint` into `output_dir`.
 
-    Writes features.npz, the projector files, neighbours.png, duplicates.csv, embed.json and, with
+    Labels are used where known (a flat `folder:` or an `.npz` with only `x_train` has none). Writes
+    features.npz, the projector files, neighbours.png, duplicates.csv, embed.json and, with
     `tsne_map`, map.png; appends RankMe (and the kNN top-1, with train and test) to the run's
     results.json. Everything is checked before anything is written.
     """
@@ -150,10 +151,11 @@ def embed(
         _tsne()  # one line now if scikit-learn is missing, not after the features
     start = time.time()
     extractor = load_extractor(checkpoint)
-    data = dataset if isinstance(dataset, EvalData) else eval_data(dataset, data_dir, seed)
+    data = dataset if isinstance(dataset, ImageSplits) else (
+        ImageSplits.of(dataset) if isinstance(dataset, EvalData) else image_splits(dataset, data_dir, seed))
+    splits = _chosen(data, split)
     ratio = resize_ratio or run_settings(checkpoint).get("eval_resize_ratio", EVAL_RESIZE_RATIO)
     size = extractor.image_size
-    splits = [data.bank, data.query] if split == "all" else [data.bank if split == "train" else data.query]
     total = sum(s.size for s in splits)
 
     os.makedirs(output_dir)
@@ -185,11 +187,13 @@ def embed(
 
     rng = np.random.default_rng(seed)
     names = data.class_names
-    label_names = [names[y] for y in labels[:count]]
+    known = bool((labels[:count] >= 0).any())
+    label_names = [names[y] if y >= 0 else "" for y in labels[:count]]
     shown = np.sort(rng.choice(count, min(projector_points, count), replace=False)) if projector_points else []
     if len(shown):
         images = _gather_images(splits, which[shown], index[shown], size, ratio)
-        write_projector(output_dir, feats[shown], images, [label_names[i] for i in shown], ids[shown])
+        shown_labels = [label_names[i] for i in shown] if known else None
+        write_projector(output_dir, feats[shown], images, shown_labels, ids[shown])
 
     queries = np.sort(rng.choice(count, min(neighbour_queries, count), replace=False))
     k = min(neighbours, count - 1)
@@ -199,13 +203,14 @@ def embed(
         pictures = _gather_images(splits, which[flat], index[flat], size, ratio)
         plot_neighbours(os.path.join(output_dir, "neighbours.png"), pictures[:len(queries)],
                         pictures[len(queries):].reshape(len(queries), k, *pictures.shape[1:]), sims,
-                        [label_names[q] for q in queries], [[label_names[j] for j in row] for row in near])
+                        [label_names[q] for q in queries] if known else None,
+                        [[label_names[j] for j in row] for row in near] if known else None)
 
     pairs = duplicate_pairs(feats, duplicate_threshold)
-    write_duplicates(os.path.join(output_dir, "duplicates.csv"), pairs, ids, labels[:count], names)
+    write_duplicates(os.path.join(output_dir, "duplicates.csv"), pairs, ids, labels[:count] if known else None, names)
 
     knn_top1 = None
-    if split == "all":
+    if len(splits) == 2 and (labels[:count] >= 0).all():  # kNN: train labels vote for the test images'
         bank_rows, query_rows = np.flatnonzero(which[:count] == 0), np.flatnonzero(which[:count] == 1)
         if len(bank_rows) > KNN_MAX_BANK:
             bank_rows = np.sort(rng.choice(bank_rows, KNN_MAX_BANK, replace=False))
@@ -234,10 +239,22 @@ def embed(
         append_result(run_dir, dataset=data.name, split=split_name, metric="rankme", value=effective_rank,
                       protocol="embed", images=int(count), output_dir=output_dir)
         if knn_top1 is not None:
-            append_result(run_dir, dataset=data.name, split=data.query.name, metric="knn_top1", value=knn_top1,
+            append_result(run_dir, dataset=data.name, split=splits[1].name, metric="knn_top1", value=knn_top1,
                           protocol="embed", output_dir=output_dir)
     return EmbedResult(int(count), int(extractor.feature_dim), effective_rank, knn_top1, pairs.found, output_dir,
                        summary["seconds"], peak, summary)
+
+
+def _chosen(data: ImageSplits, split: str) -> list[LabelledSplit]:
+    """The splits `split` names: train, the test split, or all (train first)."""
+    found = list(data.splits.values())
+    if split == "all":
+        return found
+    if split == "train":
+        return found[:1]
+    if len(found) < 2:
+        raise ValueError(f"dataset {data.name} has no test split: embed --split train or all")
+    return found[1:]
 
 
 def _gather_images(splits: list[LabelledSplit], which: np.ndarray, index: np.ndarray, size: int, ratio: float) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Files for TensorBoard's Embedding Projector: `tensorboard --logdir DIR` shows the features as a map of images.
 
 DIR/projector_config.pbtxt (tensorboard.plugins.projector) points at tensor.tsv (one feature row
-a line), metadata.tsv (label and path of each row, with a header) and sprite.png (the rows'
+a line), metadata.tsv (label and path of each row, with a header; only the path, without a header, when
+no label is known, as the projector reads a single column) and sprite.png (the rows'
 thumbnails on a square grid, at most 8192 px a side as the projector requires).
 """
 
@@ -33,14 +34,17 @@ def sprite(images: np.ndarray) -> tuple[np.ndarray, int]:
     return grid, side
 
 
-def write_projector(output_dir: str, features: np.ndarray, images: np.ndarray, labels: Sequence[str],
+def write_projector(output_dir: str, features: np.ndarray, images: np.ndarray, labels: Sequence[str] | None,
                     paths: Sequence[str], name: str = "features") -> str:
-    """Writes the projector's files for these rows into `output_dir`; returns the config's path."""
+    """Writes the projector's files for these rows (`labels` None when unknown) into `output_dir`; returns
+    the config's path."""
     np.savetxt(os.path.join(output_dir, TENSOR_FILE), np.asarray(features, np.float32), delimiter="\t", fmt="%.6g")
     with open(os.path.join(output_dir, METADATA_FILE), "w") as f:
-        f.write("label\tpath\n")
-        for label, path in zip(labels, paths):
-            f.write(f"{_clean(label)}\t{_clean(path)}\n")
+        if labels is None:
+            f.writelines(f"{_clean(path)}\n" for path in paths)
+        else:
+            f.write("label\tpath\n")
+            f.writelines(f"{_clean(label)}\t{_clean(path)}\n" for label, path in zip(labels, paths))
     grid, side = sprite(images)
     Image.fromarray(grid).save(os.path.join(output_dir, SPRITE_FILE))
     config = projector.ProjectorConfig()
