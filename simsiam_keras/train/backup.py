@@ -26,6 +26,7 @@ import re
 import shutil
 import sys
 import tempfile
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
@@ -343,3 +344,32 @@ class BackupCallback(keras.callbacks.Callback):
         if latest is None or latest.global_step != epoch * steps + step:
             self.backup.save(epoch, step)
         return self.epoch + 1, self.step
+
+
+class Segment(NamedTuple):
+    """One `fit` call from epoch `first`, `steps` steps per epoch, after `skip` global steps of data."""
+
+    first: int
+    steps: int
+    skip: int
+    # Stop after the first epoch: the rest of an interrupted epoch (Keras epochs have a fixed length).
+    one_epoch: bool
+
+
+def resume_segments(start: Position | None, epochs: int, steps: int) -> list[Segment]:
+    """The rest of the interrupted epoch, then the whole epochs that remain."""
+    epoch, step = (start.epoch, start.step) if start else (0, 0)
+    segments = []
+    if step:
+        segments.append(Segment(epoch, steps - step, epoch * steps + step, one_epoch=True))
+        epoch += 1
+    if epoch < epochs:
+        segments.append(Segment(epoch, steps, epoch * steps, one_epoch=False))
+    return segments
+
+
+class StopAtEpochEnd(keras.callbacks.Callback):
+    """Ends `fit` after one epoch while `params["epochs"]` stays the run's (for the progress bar and kNN schedule)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.stop_training = True

@@ -43,7 +43,7 @@ from simsiam_keras.train import backup
 from simsiam_keras.train.distribute import check_batch_size, is_chief, make_strategy
 from simsiam_keras.train.divergence import DivergenceGuard
 from simsiam_keras.train.preemption import PreemptionSignals, StopOnSignal
-from simsiam_keras.train.pretrain import MIXED_PRECISION, _segments, _StopAtEpochEnd, dtype_policy
+from simsiam_keras.train.pretrain import MIXED_PRECISION, dtype_policy
 
 RESULT_FILE = "finetune.json"
 SETTINGS_FILE = "config.json"
@@ -268,10 +268,10 @@ def finetune(
         backups = backup.BackupCallback(run_backup, config.backup_every_steps, start_at)
         callbacks += [backups, StopOnSignal(signals, backups.backup_now, strategy)]
         train_start = time.time()
-        for segment in _segments(start_at, schedule.epochs, schedule.steps_per_epoch):
+        for segment in backup.resume_segments(start_at, schedule.epochs, schedule.steps_per_epoch):
             batches = train_dataset(labelled.bank, crop, train_config).skip(segment.skip)
             classifier.fit(batches, initial_epoch=segment.first, epochs=schedule.epochs, steps_per_epoch=segment.steps,
-                           callbacks=callbacks + ([_StopAtEpochEnd()] if segment.one_epoch else []), verbose=verbose)
+                           callbacks=callbacks + ([backup.StopAtEpochEnd()] if segment.one_epoch else []), verbose=verbose)
         train_seconds = time.time() - train_start
 
         logits, test_labels = [], []

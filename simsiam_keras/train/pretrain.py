@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import time
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 import keras
 import numpy as np
@@ -109,35 +109,6 @@ def check_steps_per_execution(config: SimSiamConfig, steps_per_epoch: int, start
             f"steps_per_execution {n} cannot resume {config.output_dir} at step {start.step} of its epoch: "
             f"use a divisor of {start.step}"
         )
-
-
-class _Segment(NamedTuple):
-    """One `fit` call from epoch `first`, `steps` steps per epoch, after `skip` global steps of data."""
-
-    first: int
-    steps: int
-    skip: int
-    # Stop after the first epoch: the rest of an interrupted epoch (Keras epochs have a fixed length).
-    one_epoch: bool
-
-
-def _segments(start: backup.Position | None, epochs: int, steps: int) -> list[_Segment]:
-    """The rest of the interrupted epoch, then the whole epochs that remain."""
-    epoch, step = (start.epoch, start.step) if start else (0, 0)
-    segments = []
-    if step:
-        segments.append(_Segment(epoch, steps - step, epoch * steps + step, one_epoch=True))
-        epoch += 1
-    if epoch < epochs:
-        segments.append(_Segment(epoch, steps, epoch * steps, one_epoch=False))
-    return segments
-
-
-class _StopAtEpochEnd(keras.callbacks.Callback):
-    """Ends `fit` after one epoch while `params["epochs"]` stays the run's (for the progress bar and kNN schedule)."""
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.model.stop_training = True
 
 
 def _monitor_data(config: SimSiamConfig, source: DataSource) -> EvalData | None:
@@ -254,7 +225,7 @@ def _pretrain(config: SimSiamConfig, source: DataSource | None, verbose: int | s
         # then the stop on a preemption signal, after the step's scheduled backup.
         backups = backup.BackupCallback(run_backup, config.backup_every_steps, start_at)
         callbacks += [backups, StopOnSignal(signals, backups.backup_now, strategy)]
-        segments = _segments(start_at, config.epochs, steps)
+        segments = backup.resume_segments(start_at, config.epochs, steps)
         if not segments:
             print(f"{config.output_dir}: all {config.epochs} epochs were already trained")
         try:
@@ -267,7 +238,7 @@ def _pretrain(config: SimSiamConfig, source: DataSource | None, verbose: int | s
                 ))
                 fit = model.fit(
                     dataset, initial_epoch=segment.first, epochs=config.epochs, steps_per_epoch=segment.steps,
-                    callbacks=callbacks + ([_StopAtEpochEnd()] if segment.one_epoch else []), shuffle=False,
+                    callbacks=callbacks + ([backup.StopAtEpochEnd()] if segment.one_epoch else []), shuffle=False,
                     verbose=verbose,
                 )
                 for key, values in fit.history.items():
