@@ -258,3 +258,11 @@ def test_tf_data_service_workers_split_the_epoch_without_repeating_draws():
     views = np.concatenate([x1.numpy() for x1, _ in fn(tf.distribute.InputContext()).take(6)]).reshape(24, -1)
     assert len(np.unique(views.round(3), axis=0)) == 24, "two service workers drew the same augmentations"
     del workers
+
+
+def test_pipeline_runs_without_the_autotuner_whose_sleep_stalls_fit():
+    # Issue 26: freeing an autotuned iterator sometimes waited out the autotuner's sleep (up to
+    # seconds) at the end of every model.fit. Checked on the dataset fit gets, without iterating.
+    aug = SimSiamAugment(16, make_config("cifar").augment)
+    ds = two_view_dataset(np.zeros((8, 16, 16, 3), np.uint8), aug, 4)
+    assert ds.options().autotune.enabled is False

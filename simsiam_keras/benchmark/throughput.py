@@ -21,7 +21,7 @@ from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.benchmark import torch_peer
 from simsiam_keras.benchmark.profile import op_time_by_type, traced
 from simsiam_keras.config import AUGMENT_ON, BENCHMARK_BATCH_SIZE, SimSiamConfig, check_config, make_config
-from simsiam_keras.data.pipeline import check_augment_on, check_batch_fits, two_view_dataset
+from simsiam_keras.data.pipeline import check_augment_on, check_batch_fits, two_view_dataset, without_autotuner
 from simsiam_keras.data.synthetic import make_synthetic
 from simsiam_keras.export import export
 from simsiam_keras.nets.backbone import check_backbone
@@ -221,7 +221,7 @@ def train_throughput(
         else:
             views = tuple(rng.random((batch, size, size, 3), dtype=np.float32) * 255 for _ in range(2))
             data = tf.data.Dataset.from_tensors(views)
-        data = data.repeat()
+        data = without_autotuner(data.repeat())
 
         def ours(count: int) -> float:
             start = time.perf_counter()

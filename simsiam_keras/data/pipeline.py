@@ -23,6 +23,19 @@ from simsiam_keras.data.images import EncodedImages, ImageFiles
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+def without_autotuner(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """`ds` without tf.data's autotuning thread (AUTOTUNE then means one map call per core).
+
+    That thread sleeps in periods doubling from 10 ms, and freeing an iterator (every
+    `model.fit` does on return) sometimes waits out its current period: on 2 cores, fits of
+    8 steps (3.1 s) returned after exactly 5.11 s (10 + 20 + ... + 2560 ms) in 14 of 28 fits
+    over 10 processes, and in none of 17 fits (5 processes) without it (issue 26's "slow mode").
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
 def as_view_fn(augment: Callable) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """Adapts an augmentation to `(image, seed) -> view`.
 
@@ -192,7 +205,7 @@ def two_view_dataset(
             return pair(view(image, seed1), view(image, seed2), seed1, seed2, image_id)
 
         ds = ds.map(two_views, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    return without_autotuner(ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE))
 
 
 def _decoded(data, *image_id):
