@@ -23,12 +23,10 @@ import os
 import sys
 
 from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser, add_force_unlock, add_preemption_signal
-from simsiam_keras.cli.pretrain import EXIT_BACKUP_FAILED
+from simsiam_keras.cli.pretrain import RUN_STOPS, report_stop
 from simsiam_keras.config import FinetuneConfig, make_finetune_config
 from simsiam_keras.train.distribute import STRATEGIES
-from simsiam_keras.train.backup import BackupError
 from simsiam_keras.train.finetune import finetune
-from simsiam_keras.train.preemption import Preempted
 from simsiam_keras.train.pretrain import MIXED_PRECISION
 
 
@@ -86,12 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                           force_unlock=bool(args.force_unlock), preemption_signal=args.preemption_signal)
     except USER_ERRORS as error:
         return parser.report(error)
-    except Preempted as stop:
-        print(stop, file=sys.stderr)
-        return stop.exit_status
-    except BackupError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BACKUP_FAILED
+    except RUN_STOPS as stop:
+        return report_stop(stop)
     record = result.record
     what = "from scratch" if args.from_scratch else "fine-tuned"
     used = record["labels"]

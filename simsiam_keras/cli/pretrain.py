@@ -23,6 +23,17 @@ from simsiam_keras.train.pretrain import MIXED_PRECISION, PretrainResult, pretra
 
 # A backup that cannot be written (a full disk, an I/O error): sysexits' EX_IOERR.
 EXIT_BACKUP_FAILED = 74
+# What ends a run without a bug: a preemption notice (after its backup), a backup that cannot be written.
+RUN_STOPS = (Preempted, BackupError)
+
+
+def report_stop(stop: Preempted | BackupError) -> int:
+    """The stop's one line on stderr; the status a wrapper acts on: 128 + the signal, or EXIT_BACKUP_FAILED."""
+    if isinstance(stop, Preempted):
+        print(stop, file=sys.stderr)
+        return stop.exit_status
+    print(f"error: {stop}", file=sys.stderr)
+    return EXIT_BACKUP_FAILED
 
 
 def build_parser() -> ArgumentParser:
@@ -102,12 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     except DivergenceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
-    except Preempted as stop:
-        print(stop, file=sys.stderr)
-        return stop.exit_status
-    except BackupError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BACKUP_FAILED
+    except RUN_STOPS as stop:
+        return report_stop(stop)
     print(closing_lines(result, config))
     return 0
 
