@@ -25,13 +25,15 @@ from simsiam_keras.data.pipeline import two_view_dataset  # noqa: E402
 from simsiam_keras.data.sources import load_dataset  # noqa: E402
 from simsiam_keras.evaluate.embed import embed  # noqa: E402
 from simsiam_keras.evaluate.knn_eval import knn_eval  # noqa: E402
-from simsiam_keras.evaluate.linear_probe import linear_eval  # noqa: E402
+from simsiam_keras.evaluate.linear_probe import linear_probe  # noqa: E402
 from simsiam_keras.evaluate.monitor import KNNMonitor  # noqa: E402
 from simsiam_keras.export.export import export_backbone  # noqa: E402
 from simsiam_keras.export.load import load_backbone  # noqa: E402
 from simsiam_keras.method.model import SimSiam, build_simsiam  # noqa: E402
 from simsiam_keras.train.finetune import finetune  # noqa: E402
 from simsiam_keras.train.pretrain import pretrain  # noqa: E402
+
+linear_eval = linear_probe  # its name before issue 23, kept for existing callers
 
 __version__ = "0.1.0"
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "finetune",
     "knn_eval",
     "linear_eval",
+    "linear_probe",
     "load_backbone",
     "load_dataset",
     "make_config",

@@ -217,7 +217,7 @@ def test_blur_rate_and_sigma_range_match_the_host_path():
 
 
 def test_device_pipeline_ships_uint8_crops_and_view_seeds_that_give_the_host_views(tmp_path):
-    from simsiam_keras.benchmark.throughput import write_jpeg_folder
+    from simsiam_keras.benchmark.input_throughput import write_jpeg_folder
 
     augment = SimSiamAugment(24, make_config("imagenet").augment)
     images = np.random.default_rng(6).integers(0, 256, (16, 30, 36, 3), dtype=np.uint8)

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from simsiam_keras.nets.batch_norm import BatchNormalization
-from simsiam_keras.nets.layers import BN_EPSILON, BN_MOMENTUM, batch_norm
+from simsiam_keras.nets.torch_defaults import BN_EPSILON, BN_MOMENTUM, batch_norm
 from simsiam_keras.train.distribute import make_strategy
 
 SHAPES = {"4d": (8, 5, 3, 6), "2d": (16, 6)}
@@ -200,12 +200,12 @@ def test_synchronised_over_two_replicas_equals_one_replica_and_keras(shape, monk
 
 
 def test_files_and_backups_of_models_with_keras_batch_norm_load(tiny_config, tmp_path, monkeypatch):
-    from simsiam_keras.nets import layers
+    from simsiam_keras.nets import torch_defaults
     from simsiam_keras.train.backup import RunBackup, latest_position
     from simsiam_keras.train.pretrain import build_compiled_model
 
     strategy = tf.distribute.get_strategy()
-    monkeypatch.setattr(layers, "BatchNormalization", keras.layers.BatchNormalization)  # the model as main built it
+    monkeypatch.setattr(torch_defaults, "BatchNormalization", keras.layers.BatchNormalization)  # the model as main built it
     old = build_compiled_model(tiny_config, strategy, steps_per_epoch=2)
     monkeypatch.undo()
     assert not any(isinstance(layer, BatchNormalization) for layer in old.backbone.layers)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from simsiam_keras.benchmark.throughput import input_throughput_files, train_throughput, write_jpeg_folder
+from simsiam_keras.benchmark.input_throughput import input_throughput_files, write_jpeg_folder
+from simsiam_keras.benchmark.train_throughput import train_throughput
 
 
 def test_file_benchmark_reports_every_stage(tmp_path):
@@ -15,7 +16,7 @@ def test_file_benchmark_reports_every_stage(tmp_path):
 
 
 def test_host_memory_counts_what_the_block_allocates():
-    from simsiam_keras.benchmark.throughput import measure_host_memory
+    from simsiam_keras.benchmark.host_memory import measure_host_memory
 
     with measure_host_memory() as memory:
         block = np.ones(25_000_000)  # 200 MB, every page written
@@ -25,13 +26,13 @@ def test_host_memory_counts_what_the_block_allocates():
 
 
 def test_a_peak_read_under_the_start_counts_as_no_increase(monkeypatch):
-    from simsiam_keras.benchmark import throughput
+    from simsiam_keras.benchmark import host_memory
 
     # VmRSS, then VmHWM just after the reset, then VmHWM at the end: the kernel's approximate
     # counters read 0.17 MB lower at the end of a block that allocated nothing (seen in CI).
     readings = iter([2250.0, 2251.13, 2250.96])
-    monkeypatch.setattr(throughput, "_proc_status_mb", lambda field: next(readings))
-    with throughput.measure_host_memory() as memory:
+    monkeypatch.setattr(host_memory, "_proc_status_mb", lambda field: next(readings))
+    with host_memory.measure_host_memory() as memory:
         pass
     assert memory.peak_mb == memory.before_mb == 2251.13 and memory.increase_mb == 0
 
@@ -54,7 +55,7 @@ def test_train_benchmark_reports_throughput_peak_memory_and_the_profile(tmp_path
 
 
 def test_host_and_device_augmentation_are_measured_alternately_on_tiny_inputs(tmp_path):
-    from simsiam_keras.benchmark.throughput import augment_on_throughput, device_augment_cost
+    from simsiam_keras.benchmark.input_throughput import augment_on_throughput, device_augment_cost
 
     images = np.random.default_rng(0).integers(0, 256, (16, 12, 12, 3), dtype=np.uint8)
     result = augment_on_throughput(images, "cifar", 8, batch_size=4, batches=1, warmup=1, rounds=1)

@@ -23,11 +23,11 @@ from simsiam_keras.config import (
 )
 from simsiam_keras.data.eval_splits import eval_data
 from simsiam_keras.data.images import from_arrays
-from simsiam_keras.evaluate.knn import evaluate_knn
+from simsiam_keras.evaluate.knn import knn_top1_of_model
 from simsiam_keras.evaluate.linear_probe import (
     NORMALIZE,
     backbone_unchanged,
-    linear_eval,
+    linear_probe,
     save_classifier,
     top_k_accuracy,
 )
@@ -90,10 +90,10 @@ def test_default_probe_separates_separable_features_where_the_papers_lars_does_n
     nearest = np.argmin(((query[:, None] - centroids[None]) ** 2).sum(axis=-1), axis=1)
     assert np.mean(nearest == data.query.arrays(8)[1]) == 1.0, "set-up: the features must be linearly separable"
 
-    _, default = linear_eval(backbone, data, default_probe(data, eval_resize_ratio=1.0))
+    _, default = linear_probe(backbone, data, default_probe(data, eval_resize_ratio=1.0))
     assert default["lbfgs"] is not None and default["top1"] >= 0.95, default
     # The recipe that was the default for every dataset but `synthetic` until now: LARS barely moves the head.
-    _, paper = linear_eval(backbone, data, make_linear_eval_config("paper", cache_features=True, eval_resize_ratio=1.0))
+    _, paper = linear_probe(backbone, data, make_linear_eval_config("paper", cache_features=True, eval_resize_ratio=1.0))
     assert paper["top1"] < 0.95 and paper["knn_top1"] == default["knn_top1"] == 1.0, (paper, default)
     assert paper["below_knn"] and not default["below_knn"]
     printed = capsys.readouterr().out.splitlines()
@@ -124,7 +124,7 @@ def digits_probes(digits, pretrained_run):
     probes = {}
     for name, backbone in (("random_init", random_init_backbone(pretrained_run)),
                            ("pretrained", load_backbone(pretrained_run / "model.keras"))):
-        probes[name] = (backbone, *linear_eval(backbone, digits, default_probe(digits, eval_resize_ratio=1.0)))
+        probes[name] = (backbone, *linear_probe(backbone, digits, default_probe(digits, eval_resize_ratio=1.0)))
     return probes
 
 
@@ -133,7 +133,7 @@ def test_default_probe_on_digits_is_not_below_knn_of_the_same_features(digits, d
     backbone, _, result = digits_probes[encoder]
     assert result["lbfgs"]["l2"] in make_linear_eval_config("lbfgs").l2_grid and result["batch_cap"] is None
     # The floor is the kNN monitor's classifier on the same features, far above chance (0.1) here.
-    knn = evaluate_knn(backbone, digits.bank.batches(32, 1.0), digits.query.batches(32, 1.0))
+    knn = knn_top1_of_model(backbone, digits.bank.batches(32, 1.0), digits.query.batches(32, 1.0))
     assert result["knn_top1"] == knn["top1"] > 0.3 and result["knn_bank_images"] == 1437
     print(f"digits, {encoder}: default probe {result['top1']:.3f}, kNN {result['knn_top1']:.3f}")
     assert result["top1"] >= result["knn_top1"] - 0.02, result
@@ -190,8 +190,8 @@ def test_lbfgs_fit_matches_scikit_learn():
 def test_pretrained_encoder_beats_random_init(source, pretrained_run):
     probe = make_linear_eval_config("sgd", epochs=10, cache_features=True, eval_resize_ratio=256 / 224)
     data = eval_data(source)
-    classifier, pretrained = linear_eval(load_backbone(pretrained_run / "model.keras"), data, probe)
-    _, random_init = linear_eval(random_init_backbone(pretrained_run), data, probe)
+    classifier, pretrained = linear_probe(load_backbone(pretrained_run / "model.keras"), data, probe)
+    _, random_init = linear_probe(random_init_backbone(pretrained_run), data, probe)
     print(f"linear probe top-1: pretrained {pretrained['top1']:.3f}, random init {random_init['top1']:.3f}")
     assert pretrained["top1"] > random_init["top1"] + 0.06, (pretrained["top1"], random_init["top1"])
     # The reported figures are the returned classifier's on the evaluation views of the test images.
@@ -209,7 +209,7 @@ def test_augmented_probe_leaves_backbone_bitwise_unchanged_and_saves_a_working_c
     small = from_arrays("synthetic", source.x_train[:512], source.y_train[:512], source.x_test[:64], source.y_test[:64])
     # A large lr on augmented views: BN in training mode would move its moving statistics at once.
     probe = make_linear_eval_config("sgd", epochs=1, batch_size=128, eval_resize_ratio=1.0)
-    classifier, result = linear_eval(backbone, eval_data(small), probe)
+    classifier, result = linear_probe(backbone, eval_data(small), probe)
     assert result["backbone_unchanged"] and result["steps"] == 4
 
     reference = load_backbone(pretrained_run / "model.keras")

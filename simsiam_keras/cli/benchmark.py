@@ -22,7 +22,9 @@ import argparse
 import os
 import sys
 
-from simsiam_keras.benchmark.throughput import export_throughput, input_benchmark, train_throughput
+from simsiam_keras.benchmark.export_throughput import export_throughput
+from simsiam_keras.benchmark.input_throughput import input_benchmark
+from simsiam_keras.benchmark.train_throughput import train_throughput
 from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
 from simsiam_keras.config import AUGMENT_ON, BENCHMARK_BATCH_SIZE
 from simsiam_keras.train.distribute import STRATEGIES

@@ -35,7 +35,7 @@ from simsiam_keras.config import (
     make_linear_eval_config,
 )
 from simsiam_keras.data.eval_splits import eval_data
-from simsiam_keras.evaluate.linear_probe import run_linear_eval
+from simsiam_keras.evaluate.linear_probe import linear_probe_of_run
 from simsiam_keras.export.load import load_backbone
 from simsiam_keras.files import check_output_dir
 
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         return parser.report(error)
     print(f"recipe {recipe}: {reason}")
-    result = run_linear_eval(args.checkpoint, data, config, recipe, args.output_dir, verbose=0, backbone=backbone,
-                             reason=reason)
+    result = linear_probe_of_run(args.checkpoint, data, config, recipe, args.output_dir, verbose=0, backbone=backbone,
+                                 reason=reason)
     record = result.record
     how = (f"l2 {record['lbfgs']['l2']:g}, {record['lbfgs']['iterations']} L-BFGS iterations" if config.full_batch
            else f"{config.epochs} epochs, batch {record['batch_size']}, lr {record['lr']:g}")

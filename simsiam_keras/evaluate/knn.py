@@ -100,14 +100,15 @@ def knn_accuracy(
     return float(np.mean(np.argmax(scores, axis=1) == query_labels))
 
 
-def evaluate_knn(
+def knn_top1_of_model(
     model: FeatureModel,
     bank: tf.data.Dataset,
     query: tf.data.Dataset,
     k: int = KNN_K,
     temperature: float = KNN_TEMPERATURE,
 ) -> dict[str, float | int]:
-    """kNN top-1 of a model on streamed (images, labels) batches of a bank and a query split.
+    """kNN top-1 of a model on streamed (images, labels) batches of a bank and a query split
+    (`knn_eval.knn_eval` runs it on a saved run, end to end).
 
     Returns accuracy and the numbers of bank and query images actually read (undecodable
     files are dropped upstream).

@@ -1,4 +1,5 @@
-"""kNN evaluation of a saved backbone on a dataset: the library function behind scripts/knn_eval.py."""
+"""kNN evaluation of a saved run end to end (load, score, write the result): the library function behind
+simsiam-knn-eval; `knn.knn_top1_of_model` scores a model already in hand."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from simsiam_keras.config import EVAL_RESIZE_RATIO
 from simsiam_keras.data.eval_splits import eval_data
 from simsiam_keras.data.spec import parse_dataset
-from simsiam_keras.evaluate.knn import KNN_K, KNN_TEMPERATURE, evaluate_knn
+from simsiam_keras.evaluate.knn import KNN_K, KNN_TEMPERATURE, knn_top1_of_model
 from simsiam_keras.evaluate.results import append_result
 from simsiam_keras.export.load import load_feature_extractor, resolve_checkpoint, run_dir_of, run_settings
 
@@ -54,7 +55,7 @@ def knn_eval(
 
     start = time.time()
     extractor = load_feature_extractor(resolved.path, resolved.kind)
-    counts = evaluate_knn(
+    counts = knn_top1_of_model(
         extractor,
         data.bank.batches(extractor.image_size, resize_ratio, batch_size),
         data.query.batches(extractor.image_size, resize_ratio, batch_size),

@@ -36,7 +36,7 @@ from simsiam_keras.evaluate.logistic import fit_probe
 from simsiam_keras.evaluate.results import append_result
 from simsiam_keras.export.load import load_backbone, run_dir_of, run_settings
 from simsiam_keras.method.optimizers import TorchSGD
-from simsiam_keras.nets.layers import L2Normalize
+from simsiam_keras.nets.l2_normalize import L2Normalize
 
 CLASSIFIER_FILE = "classifier.keras"
 CLASSIFIER_INFO = "classifier.json"
@@ -48,7 +48,7 @@ KNN_FLOOR_MARGIN = 0.05
 
 
 @dataclasses.dataclass
-class LinearEvalResult:
+class LinearProbeResult:
     top1: float
     top5: float
     knn_top1: float
@@ -183,13 +183,14 @@ def backbone_unchanged(before: Sequence[np.ndarray], backbone: keras.Model) -> b
 # -------------------------------------------------------------------------- training
 
 
-def linear_eval(
+def linear_probe(
     backbone: keras.Model,
     data: EvalData,
     config: LinearEvalConfig,
     verbose: int | str = 0,
 ) -> tuple[keras.Model, dict[str, Any]]:
-    """Trains a linear head on the frozen `backbone` with `data`'s bank split, then scores its query split.
+    """The linear probe of a backbone in hand: trains a linear head on the frozen `backbone` with `data`'s bank
+    split, then scores its query split (`linear_probe_of_run` runs it on a saved run and writes the results).
 
     Images are seen through the evaluation view with `config.eval_resize_ratio` (the paper's
     256/224 when None). A batch larger than the bank is capped to it (`cap_batch`). Returns the
@@ -283,7 +284,7 @@ def save_classifier(
         json.dump(info, f, indent=2)
 
 
-def run_linear_eval(
+def linear_probe_of_run(
     checkpoint: str,
     data: EvalData,
     config: LinearEvalConfig,
@@ -292,8 +293,8 @@ def run_linear_eval(
     verbose: int | str = 0,
     backbone: keras.Model | None = None,
     reason: str = "chosen by the caller",
-) -> LinearEvalResult:
-    """The whole probe behind `simsiam-linear-eval`: load, train, score, save, record.
+) -> LinearProbeResult:
+    """The linear probe of a saved run, end to end, behind `simsiam-linear-eval`: load, train, score, save, record.
 
     Writes OUTPUT/classifier.keras, classifier.json and linear_eval.json (OUTPUT defaults to
     RUN/linear next to the checkpoint) and appends top-1/top-5 (each with the kNN top-1 of the
@@ -309,7 +310,7 @@ def run_linear_eval(
     run_dir = str(run_dir_of(checkpoint))
     output_dir = output_dir or os.path.join(run_dir, "linear")
     start = time.time()
-    classifier, result = linear_eval(backbone, data, config, verbose)
+    classifier, result = linear_probe(backbone, data, config, verbose)
     recipe_record = {"name": recipe, **config.to_dict()}
     save_classifier(classifier, output_dir, data.class_names, str(checkpoint),
                     str(settings.get("backbone", backbone.name)), recipe_record)
@@ -332,5 +333,5 @@ def run_linear_eval(
     for metric in ("top1", "top5"):
         append_result(run_dir, dataset=data.name, split=data.query.name, metric=metric, value=result[metric],
                       protocol=PROTOCOL, **extra)
-    return LinearEvalResult(result["top1"], result["top5"], result["knn_top1"], classifier, output_dir,
+    return LinearProbeResult(result["top1"], result["top5"], result["knn_top1"], classifier, output_dir,
                             time.time() - start, result["backbone_unchanged"], record)

@@ -7,7 +7,7 @@ import numpy as np
 
 from simsiam_keras.config import EVAL_RESIZE_RATIO
 from simsiam_keras.data.eval_splits import EvalData, LabelledSplit
-from simsiam_keras.evaluate.knn import KNN_K, KNN_TEMPERATURE, evaluate_knn
+from simsiam_keras.evaluate.knn import KNN_K, KNN_TEMPERATURE, knn_top1_of_model
 from simsiam_keras.export.load import FeatureExtractor
 
 
@@ -45,8 +45,8 @@ class KNNMonitor(keras.callbacks.Callback):
             self._extractor = (backbone, FeatureExtractor.from_keras(backbone))
         extractor = self._extractor[1]
         size, ratio = extractor.image_size, self.resize_ratio
-        return evaluate_knn(extractor, self.data.bank.batches(size, ratio, self.batch_size),
-                            self.data.query.batches(size, ratio, self.batch_size), self.k, self.temperature)["top1"]
+        bank, query = (split.batches(size, ratio, self.batch_size) for split in (self.data.bank, self.data.query))
+        return knn_top1_of_model(extractor, bank, query, self.k, self.temperature)["top1"]
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         # The starting point of the curve: the random-init encoder on a fresh run.

@@ -13,7 +13,7 @@ from typing import Sequence
 import keras
 
 from simsiam_keras.config import IMAGENET_MEAN, IMAGENET_STD
-from simsiam_keras.nets.layers import batch_norm, conv_initializer
+from simsiam_keras.nets.torch_defaults import batch_norm, conv_initializer
 
 # Total downsampling of each backbone: the smallest image it can take.
 MIN_IMAGE_SIZE = {"resnet50": 32, "resnet18": 32, "resnet18_cifar": 8}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from simsiam_keras.nets.layers import batch_norm, dense
+from simsiam_keras.nets.torch_defaults import batch_norm, dense
 
 
 def projector(

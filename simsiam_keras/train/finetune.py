@@ -33,7 +33,7 @@ from simsiam_keras.config import (
 )
 from simsiam_keras.data.eval_splits import EvalData, eval_data
 from simsiam_keras.data.labelled import LabelChoice, choose_labels, split_labels, subset, write_indices
-from simsiam_keras.evaluate.linear_probe import HEAD, linear_eval, save_classifier, top_k_accuracy, train_dataset
+from simsiam_keras.evaluate.linear_probe import HEAD, linear_probe, save_classifier, top_k_accuracy, train_dataset
 from simsiam_keras.evaluate.results import append_result
 from simsiam_keras.export.export import export_checkpoint
 from simsiam_keras.export.load import check_backbone_model, load_backbone, resolve_checkpoint, run_dir_of, run_settings
@@ -168,7 +168,7 @@ def _labelled_data(data: EvalData, labels: str, seed: int) -> tuple[LabelChoice,
 
 def _probe(backbone: keras.Model, labelled: EvalData, ratio: float) -> dict[str, Any]:
     """The linear probe (L-BFGS on cached features) of the frozen encoder on the same labels."""
-    _, result = linear_eval(backbone, labelled, make_linear_eval_config("lbfgs", eval_resize_ratio=ratio))
+    _, result = linear_probe(backbone, labelled, make_linear_eval_config("lbfgs", eval_resize_ratio=ratio))
     return {"top1": result["top1"], "top5": result["top5"], "knn_top1": result["knn_top1"], "recipe": "lbfgs"}
 
 

@@ -1,4 +1,4 @@
-"""PyTorch-equivalent building blocks: SimSiam's recipe assumes PyTorch's defaults.
+"""PyTorch's defaults in Keras (initialisers, BatchNorm momentum and eps): SimSiam's recipe assumes them.
 
 Appendix A: conv and fc layers use PyTorch's default initialisers; models with other fc
 initialisers may not converge. BN momentum 0.1 and eps 1e-5 in PyTorch are Keras'
@@ -50,25 +50,3 @@ def batch_norm(
         synchronized=synchronized,
         name=name,
     )
-
-
-@keras.saving.register_keras_serializable(package="simsiam_keras")
-class L2Normalize(keras.layers.Layer):
-    """x / max(||x||, sqrt(epsilon)) along the last axis: the l2-normalised features a linear probe may fit.
-
-    A layer (not a Lambda) so that a classifier holding it saves, loads in safe mode and exports.
-    """
-
-    def __init__(self, epsilon: float = 1e-12, **kwargs):
-        super().__init__(**kwargs)
-        self.epsilon = float(epsilon)
-
-    def call(self, inputs):
-        squares = keras.ops.sum(keras.ops.square(inputs), axis=-1, keepdims=True)
-        return inputs * keras.ops.rsqrt(keras.ops.maximum(squares, self.epsilon))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon}
