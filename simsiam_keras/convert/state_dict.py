@@ -39,6 +39,7 @@ def torch_params(layer: keras.layers.Layer) -> dict[str, np.ndarray]:
 
 
 def is_batch_norm(layer: keras.layers.Layer) -> bool:
+    """Whether the layer is a BatchNormalization (it has running statistics)."""
     return "moving_mean" in _variables(layer)
 
 
