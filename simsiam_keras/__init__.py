@@ -27,9 +27,9 @@ from simsiam_keras.evaluate.embed import embed  # noqa: E402
 from simsiam_keras.evaluate.knn_eval import knn_eval  # noqa: E402
 from simsiam_keras.evaluate.linear_probe import linear_probe  # noqa: E402
 from simsiam_keras.evaluate.monitor import KNNMonitor  # noqa: E402
-from simsiam_keras.export.export import export_backbone  # noqa: E402
-from simsiam_keras.export.load import load_backbone  # noqa: E402
+from simsiam_keras.export.backbone import export_backbone  # noqa: E402
 from simsiam_keras.method.model import SimSiam, build_simsiam  # noqa: E402
+from simsiam_keras.saved_run import load_backbone  # noqa: E402
 from simsiam_keras.train.finetune import finetune  # noqa: E402
 from simsiam_keras.train.pretrain import pretrain  # noqa: E402
 

@@ -24,10 +24,10 @@ import torch_resnets as tr  # noqa: E402
 from simsiam_keras.cli.convert import main as convert_main  # noqa: E402
 from simsiam_keras.convert import load_torch_model, to_torch  # noqa: E402
 from simsiam_keras.convert.torch_format import read_torch_file  # noqa: E402
-from simsiam_keras.export import export as export_lib  # noqa: E402
-from simsiam_keras.export.load import load_backbone, load_keras_file  # noqa: E402
+from simsiam_keras.export.parity import run_onnx  # noqa: E402
 from simsiam_keras.method.model import SimSiam  # noqa: E402
 from simsiam_keras.nets.backbone import build_backbone  # noqa: E402
+from simsiam_keras.saved_run import METADATA, ONNX_FILE, load_backbone, load_keras_file  # noqa: E402
 from tests.commands import run_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -243,12 +243,12 @@ def test_backbone_only_writes_a_checked_export(tmp_path):
                              "--formats", "onnx")
     assert code == 0, err
     assert "parity onnx" in out
-    metadata = json.loads((tmp_path / "export" / export_lib.METADATA).read_text())
+    metadata = json.loads((tmp_path / "export" / METADATA).read_text())
     assert metadata["source"]["layout"] == "solo-learn" and metadata["backbone"] == "resnet18_cifar"
     assert np.allclose(metadata["normalisation"]["mean"], [255 * m for m in tr.SOLO_LEARN_CIFAR[0]], atol=1e-4)
     pixels = images(32)
     features = torch_outputs(model, pixels, tr.SOLO_LEARN_CIFAR)["features"]
-    onnx = export_lib.run_onnx(tmp_path / "export" / export_lib.ONNX_FILE, pixels[:8])
+    onnx = run_onnx(tmp_path / "export" / ONNX_FILE, pixels[:8])
     assert tr.relative_error(features, onnx["features"]) <= TOLERANCE
 
 

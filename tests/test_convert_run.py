@@ -8,9 +8,9 @@ import numpy as np
 
 from simsiam_keras.convert import to_torch
 from simsiam_keras.convert.torch_format import read_torch_file
-from simsiam_keras.export.load import load_keras_file, read_simsiam_backbone
 from simsiam_keras.method.model import build_simsiam
 from simsiam_keras.method.optimizers import make_optimizers
+from simsiam_keras.saved_run import load_keras_file, read_simsiam_backbone
 
 
 def _saved_run(config, folder, steps: int):

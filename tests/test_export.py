@@ -25,9 +25,13 @@ from simsiam_keras.cli.export import main as export_main
 from simsiam_keras.config import make_config
 from simsiam_keras.data.sources import load_dataset
 from simsiam_keras.data.synthetic import CLASS_NAMES, make_synthetic
-from simsiam_keras.export import export as export_lib
-from simsiam_keras.export.load import load_feature_extractor
+from simsiam_keras.export import export_folder
+from simsiam_keras.export.backbone import export_backbone
+from simsiam_keras.export.metadata import config_hash
+from simsiam_keras.export.parity import ParityError, compare_outputs, run_onnx
+from simsiam_keras.export.writers import float32_copy
 from simsiam_keras.nets.backbone import build_backbone
+from simsiam_keras.saved_run import load_feature_extractor
 from simsiam_keras.train.pretrain import dtype_policy, pretrain
 from tests.commands import Ran, run_main
 
@@ -143,7 +147,7 @@ def test_backbone_export_matches_keras_at_batch_1_and_7(workdir):
     assert reference.std(axis=0).max() > 1e-3, "features do not depend on the image: a weak parity check"
     assert_close(reference, saved_model_outputs(export / "saved_model", images)["features"])
     assert_close(reference, onnx_outputs(export / "model.onnx", images)["features"])
-    # What simsiam_keras.export.load (kNN and linear evaluation) reads from an export folder.
+    # What simsiam_keras.saved_run (kNN and linear evaluation) reads from an export folder.
     assert_close(reference, load_feature_extractor(export, kind="onnx")(images))
 
     meta = json.loads((export / "metadata.json").read_text())
@@ -151,7 +155,7 @@ def test_backbone_export_matches_keras_at_batch_1_and_7(workdir):
     assert meta["kind"] == "backbone" and meta["backbone"] == "resnet18_cifar"
     assert meta["image_size"] == 32 and meta["feature_dim"] == reference.shape[1] == 64
     assert meta["training"]["dataset"].startswith("npz:") and meta["training"]["epochs"] == 0
-    assert meta["training"]["config_hash"] == export_lib.config_hash(config)
+    assert meta["training"]["config_hash"] == config_hash(config)
     assert meta["run_dir"] == str(workdir["run"].resolve())
     assert meta["normalisation"]["mean"] == pytest.approx([123.675, 116.28, 103.53])
     assert meta["outputs"] == {"features": [None, 64]} and meta["onnx_opset"] == 17
@@ -211,8 +215,8 @@ def test_resnet50_trained_in_bfloat16_exports_from_a_float32_copy(tmp_path):
     with dtype_policy("bfloat16"):
         backbone = build_backbone("resnet50", 32, width=8)
     perturb_batch_norm(backbone, seed=1)
-    result = export_lib.export_backbone(backbone, tmp_path / "r50")
-    reference = export_lib.float32_copy(backbone)
+    result = export_backbone(backbone, tmp_path / "r50")
+    reference = float32_copy(backbone)
     assert {layer.dtype_policy.name for layer in reference.layers} == {"float32"}
     images = query_images(32)
     expected = reference(images, training=False).numpy()
@@ -286,9 +290,9 @@ def test_failure_mid_export_leaves_nothing_behind(small_backbone, tmp_path, monk
         path.write_bytes(b"half an onnx file")
         raise RuntimeError("simulated converter crash")
 
-    monkeypatch.setattr(export_lib, "_write_onnx", broken_onnx)
+    monkeypatch.setattr(export_folder, "write_onnx", broken_onnx)
     with pytest.raises(RuntimeError, match="simulated"):
-        export_lib.export_backbone(small_backbone, tmp_path / "new")
+        export_backbone(small_backbone, tmp_path / "new")
     assert os.listdir(tmp_path) == []
 
 
@@ -297,38 +301,36 @@ def test_failed_overwrite_keeps_the_previous_export(workdir, small_backbone, tmp
     shutil.copytree(workdir["backbone"], previous)
     before = {p.relative_to(previous): p.read_bytes() for p in previous.rglob("*") if p.is_file()}
 
-    run_onnx = export_lib.run_onnx
-
     def drifting_onnx(path, images):  # an ONNX model that disagrees with Keras
         outputs = run_onnx(path, images)
         return {k: v + 1e-3 * np.max(np.abs(v)) for k, v in outputs.items()}
 
-    monkeypatch.setattr(export_lib, "run_onnx", drifting_onnx)
-    with pytest.raises(export_lib.ParityError, match="tolerance"):
-        export_lib.export_backbone(small_backbone, previous, overwrite=True)
+    monkeypatch.setattr(export_folder, "run_onnx", drifting_onnx)
+    with pytest.raises(ParityError, match="tolerance"):
+        export_backbone(small_backbone, previous, overwrite=True)
     assert os.listdir(tmp_path) == ["quickstart"]
     assert {p.relative_to(previous): p.read_bytes() for p in previous.rglob("*") if p.is_file()} == before
 
 
 def test_formats_onnx_writes_only_the_onnx_model(small_backbone, tmp_path):
-    result = export_lib.export_backbone(small_backbone, tmp_path / "onnx_only", formats="onnx")
+    result = export_backbone(small_backbone, tmp_path / "onnx_only", formats="onnx")
     assert sorted(os.listdir(tmp_path)) == ["onnx_only"]
     assert sorted(os.listdir(tmp_path / "onnx_only")) == ["metadata.json", "model.onnx"]
     assert set(result.metadata["formats"]) == {"onnx"} and "saved_model" not in result.metadata["parity"]
     with pytest.raises(ValueError, match="formats takes"):
-        export_lib.export_backbone(small_backbone, tmp_path / "other", formats="onnx,tflite")
+        export_backbone(small_backbone, tmp_path / "other", formats="onnx,tflite")
 
 
 def test_parity_check_uses_the_output_scale():
     reference = {"features": np.array([[100.0, -50.0]])}
-    figures = export_lib.compare_outputs(reference, {"features": np.array([[100.005, -50.0]])})
+    figures = compare_outputs(reference, {"features": np.array([[100.005, -50.0]])})
     assert figures["features"]["max_rel_diff"] == pytest.approx(5e-5)
-    with pytest.raises(export_lib.ParityError):
-        export_lib.compare_outputs(reference, {"features": np.array([[100.02, -50.0]])})
-    with pytest.raises(export_lib.ParityError):
-        export_lib.compare_outputs(reference, {"features": np.array([[np.nan, -50.0]])})
-    with pytest.raises(export_lib.ParityError):
-        export_lib.compare_outputs(reference, {"other": np.array([[100.0, -50.0]])})
+    with pytest.raises(ParityError):
+        compare_outputs(reference, {"features": np.array([[100.02, -50.0]])})
+    with pytest.raises(ParityError):
+        compare_outputs(reference, {"features": np.array([[np.nan, -50.0]])})
+    with pytest.raises(ParityError):
+        compare_outputs(reference, {"other": np.array([[100.0, -50.0]])})
 
 
 @pytest.mark.parametrize("index", range(3))

@@ -14,9 +14,9 @@ from simsiam_keras.data.synthetic import make_synthetic
 from simsiam_keras.evaluate.knn import extract_labelled_features
 from simsiam_keras.evaluate.knn_eval import knn_eval
 from simsiam_keras.evaluate.results import read_results
-from simsiam_keras.export.export import export_backbone
-from simsiam_keras.export.load import load_backbone, load_feature_extractor
+from simsiam_keras.export.backbone import export_backbone
 from simsiam_keras.method.model import build_simsiam
+from simsiam_keras.saved_run import load_backbone, load_feature_extractor
 from tests.commands import run_main
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "knn_eval.py"

@@ -6,16 +6,18 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "simsiam_keras"
 # A module may import from its own subpackage or from a lower rank, never from a higher one.
 RANKS = {
-    "config": 0, "files": 0, "run_lock": 0,
+    "config": 0, "run_files": 0, "run_lock": 0,
     "augment": 1, "nets": 1,
     "data": 2,
     "method": 3,
-    "export": 4,
-    "evaluate": 5,
-    "train": 6,
-    "benchmark": 7, "convert": 7,
-    "cli": 8,
-    "__init__": 9,
+    # Reading a saved run back: below both export (which writes what it reads) and evaluate.
+    "saved_run": 4,
+    "export": 5,
+    "evaluate": 6,
+    "train": 7,
+    "benchmark": 8, "convert": 8,
+    "cli": 9,
+    "__init__": 10,
 }
 
 
@@ -91,6 +93,32 @@ def test_there_is_no_import_cycle():
     for module in sorted(edges):
         if module not in state:
             assert (found := cycle_from(module, [module])) is None, " -> ".join(found)
+
+
+def _imported_by(module: str) -> set[str]:
+    """Every package module that importing `module` loads, through its imports and their parent packages.
+
+    The package's own __init__ (which imports the public API, export included) is left out: it
+    is what any import loads first, not what a module depends on.
+    """
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        parents = [".".join(parts[:i]) for i in range(2, len(parts))]
+        for found in [i for i, _ in GRAPH.get(name, [])] + parents:
+            if found in MODULES and found != "simsiam_keras" and found not in seen:
+                seen.add(found)
+                todo.append(found)
+    return seen
+
+
+def test_the_training_knn_monitor_does_not_import_export():
+    for module in ("simsiam_keras.evaluate.monitor", "simsiam_keras.evaluate.knn"):
+        found = _imported_by(module)
+        assert "simsiam_keras.saved_run" in found, module  # the walk reaches what it loads a run with
+        assert not [m for m in found if m.split(".")[:2] == ["simsiam_keras", "export"]], (module, sorted(found))
 
 
 def test_the_config_module_imports_nothing_from_the_package():

@@ -32,9 +32,9 @@ from simsiam_keras.evaluate.linear_probe import (
     top_k_accuracy,
 )
 from simsiam_keras.evaluate.logistic import fit_logistic
-from simsiam_keras.export import export as export_lib
-from simsiam_keras.export.load import load_backbone
+from simsiam_keras.export.classifier import export_classifier
 from simsiam_keras.method.model import build_simsiam
+from simsiam_keras.saved_run import load_backbone
 from tests.commands import run_main
 
 
@@ -153,11 +153,11 @@ def test_default_classifier_keeps_its_normalisation_through_save_load_and_export
     head = loaded.get_layer("head")
     unnormalised = head(backbone.predict(views, verbose=0)).numpy()
     assert np.abs(unnormalised - logits).max() > 1.0
-    # load.py still finds the backbone inside the classifier.
+    # saved_run still finds the backbone inside the classifier.
     np.testing.assert_allclose(load_backbone(tmp_path / "classifier.keras").predict(views[:8], verbose=0),
                                backbone.predict(views[:8], verbose=0), atol=1e-5)
     # The export checks SavedModel and ONNX against the Keras model at 1e-4 (it raises otherwise).
-    export = export_lib.export_classifier(loaded, tmp_path / "export", digits.class_names, formats="onnx")
+    export = export_classifier(loaded, tmp_path / "export", digits.class_names, formats="onnx")
     assert export.metadata["parity"]["onnx"]["logits"]["max_rel_diff"] <= 1e-4
 
 
@@ -232,7 +232,7 @@ def test_augmented_probe_leaves_backbone_bitwise_unchanged_and_saves_a_working_c
     assert loaded.input_shape == (None, 32, 32, 3) and loaded.output_shape == (None, 10)
     info = json.loads((tmp_path / "classifier.json").read_text())
     assert info["image_size"] == 32 and info["feature_dim"] == 64 and len(info["class_names"]) == 10
-    # load.py finds the backbone inside the classifier.
+    # saved_run finds the backbone inside the classifier.
     features = load_backbone(tmp_path / "classifier.keras").predict(images, verbose=0)
     np.testing.assert_allclose(features, backbone.predict(images, verbose=0), atol=1e-5)
 

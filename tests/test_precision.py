@@ -26,7 +26,7 @@ def views_dataset(config) -> tf.data.Dataset:
 # (float16 under MirroredStrategy trains too, but tracing it takes a minute on this CPU.)
 @pytest.mark.parametrize("precision, strategy", [("bfloat16", "default"), ("float16", "default")])
 def test_mixed_precision_trains_both_optimizers_and_exports_float32(precision, strategy, tiny_config, tmp_path):
-    from simsiam_keras.export.export import export_backbone
+    from simsiam_keras.export.backbone import export_backbone
 
     tiny_config.mixed_precision = precision
     model = build_compiled_model(tiny_config, make_strategy(strategy), STEPS)
@@ -62,7 +62,7 @@ def test_mixed_precision_trains_both_optimizers_and_exports_float32(precision, s
 
 
 def test_mixed_precision_onnx_export_is_float32(tiny_config, tmp_path):
-    from simsiam_keras.export.export import export_backbone
+    from simsiam_keras.export.backbone import export_backbone
 
     tiny_config.mixed_precision = "float16"
     model = build_compiled_model(tiny_config, tf.distribute.get_strategy(), STEPS)

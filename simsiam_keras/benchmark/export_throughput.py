@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime
 import tensorflow as tf
 
-from simsiam_keras.export import export
+from simsiam_keras import saved_run
 
 
 def _images_per_second(run: Callable[[], Any], batch: int, min_seconds: float, min_repeats: int) -> float:
@@ -33,24 +33,24 @@ def export_throughput(
     call of each is a warm-up and is not timed.
     """
     folder = Path(export_dir)
-    if not (folder / export.METADATA).is_file():
-        raise FileNotFoundError(f"export_dir {folder}: no {export.METADATA} (not a folder simsiam-export wrote)")
+    if not (folder / saved_run.METADATA).is_file():
+        raise FileNotFoundError(f"export_dir {folder}: no {saved_run.METADATA} (not a folder simsiam-export wrote)")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    metadata = json.loads((folder / export.METADATA).read_text())
+    metadata = json.loads((folder / saved_run.METADATA).read_text())
     size = metadata["image_size"]
     images = np.random.default_rng(0).uniform(0, 255, (batch_size, size, size, 3)).astype(np.float32)
     figures: dict[str, Any] = {"batch": batch_size, "image_size": size, "backbone": metadata.get("backbone"),
                                "cpu_count": os.cpu_count()}
-    if (folder / export.SAVED_MODEL_DIR).is_dir():
-        signature = tf.saved_model.load(str(folder / export.SAVED_MODEL_DIR)).signatures[export.SIGNATURE]
+    if (folder / saved_run.SAVED_MODEL_DIR).is_dir():
+        signature = tf.saved_model.load(str(folder / saved_run.SAVED_MODEL_DIR)).signatures[saved_run.SIGNATURE]
         tensor = tf.constant(images)
         figures["saved_model_images_per_s"] = _images_per_second(
-            lambda: signature(**{export.INPUT_NAME: tensor}), batch_size, min_seconds, min_repeats
+            lambda: signature(**{saved_run.INPUT_NAME: tensor}), batch_size, min_seconds, min_repeats
         )
-    if (folder / export.ONNX_FILE).is_file():
-        session = onnxruntime.InferenceSession(str(folder / export.ONNX_FILE), providers=["CPUExecutionProvider"])
+    if (folder / saved_run.ONNX_FILE).is_file():
+        session = onnxruntime.InferenceSession(str(folder / saved_run.ONNX_FILE), providers=["CPUExecutionProvider"])
         figures["onnx_images_per_s"] = _images_per_second(
-            lambda: session.run(None, {export.INPUT_NAME: images}), batch_size, min_seconds, min_repeats
+            lambda: session.run(None, {saved_run.INPUT_NAME: images}), batch_size, min_seconds, min_repeats
         )
     return figures

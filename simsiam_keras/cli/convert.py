@@ -20,7 +20,7 @@ import sys
 
 from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
 from simsiam_keras.convert import from_torch, to_torch
-from simsiam_keras.export.export import ParityError
+from simsiam_keras.export.parity import ParityError
 
 
 def build_parser() -> ArgumentParser:

@@ -14,10 +14,11 @@ import sys
 
 from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser, add_force_unlock, one_line
 from simsiam_keras.evaluate.drift import monitor_drift
-from simsiam_keras.export.export import (
-    DEFAULT_FORMATS, FORMATS, ParityError, check_target, export_checkpoint, parse_formats,
-)
+from simsiam_keras.export.atomic_folder import check_target
+from simsiam_keras.export.export_folder import DEFAULT_FORMATS, FORMATS, parse_formats
 from simsiam_keras.export.litert import MAX_KNN_DROP, MIN_MEAN_COSINE, QUANTIZE, DriftError, parse_quantize
+from simsiam_keras.export.parity import ParityError
+from simsiam_keras.export.run import export_run
 
 
 def build_parser() -> ArgumentParser:
@@ -51,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         formats = parse_formats(args.formats)
         parse_quantize(args.quantize)
         check_target(args.output, args.overwrite)
-        result = export_checkpoint(args.checkpoint, args.output, formats, args.overwrite, quantize=args.quantize,
-                                   allow_drift=args.allow_drift, dataset=args.dataset, drift=monitor_drift,
-                                   force_unlock=bool(args.force_unlock))
+        result = export_run(args.checkpoint, args.output, formats, args.overwrite, quantize=args.quantize,
+                            allow_drift=args.allow_drift, dataset=args.dataset, drift=monitor_drift,
+                            force_unlock=bool(args.force_unlock))
     except USER_ERRORS as error:
         return parser.report(error)
     except ParityError as error:

@@ -36,8 +36,8 @@ from simsiam_keras.config import (
 )
 from simsiam_keras.data.eval_splits import eval_data
 from simsiam_keras.evaluate.linear_probe import linear_probe_of_run
-from simsiam_keras.export.load import load_backbone
-from simsiam_keras.files import check_output_dir
+from simsiam_keras.run_files import check_output_dir
+from simsiam_keras.saved_run import load_backbone
 
 
 def build_parser() -> ArgumentParser:

@@ -32,12 +32,12 @@ from simsiam_keras.evaluate.projector import write_projector
 from simsiam_keras.evaluate.rankme import GramAccumulator, rankme_of_singular_values
 from simsiam_keras.evaluate.results import append_result
 from simsiam_keras.evaluate.similarity import duplicate_pairs, nearest, plot_neighbours, write_duplicates
-from simsiam_keras.export.load import (
+from simsiam_keras.saved_run import (
     FeatureExtractor,
     check_backbone_model,
     load_backbone,
     load_feature_extractor,
-    resolve_checkpoint,
+    locate_model,
     run_dir_of,
     run_settings,
 )
@@ -66,7 +66,7 @@ class EmbedResult:
 
 def load_extractor(checkpoint: str) -> FeatureExtractor:
     """A FeatureExtractor for a run, `.keras` file, export folder or ONNX file, checked to be a backbone."""
-    found = resolve_checkpoint(checkpoint)
+    found = locate_model(checkpoint)
     if found.kind == "onnx":
         return load_feature_extractor(checkpoint)
     model = load_backbone(checkpoint)

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from simsiam_keras.augment.crop import eval_view
 from simsiam_keras.config import EVAL_RESIZE_RATIO, SimSiamConfig
-from simsiam_keras.export.load import FeatureExtractor
+from simsiam_keras.saved_run import FeatureExtractor
 
 FeatureModel = Union[keras.Model, FeatureExtractor]
 KNN_K, KNN_TEMPERATURE = SimSiamConfig.knn_k, SimSiamConfig.knn_temperature

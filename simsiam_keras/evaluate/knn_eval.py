@@ -13,7 +13,7 @@ from simsiam_keras.data.eval_splits import eval_data
 from simsiam_keras.data.spec import parse_dataset
 from simsiam_keras.evaluate.knn import KNN_K, KNN_TEMPERATURE, knn_top1_of_model
 from simsiam_keras.evaluate.results import append_result
-from simsiam_keras.export.load import load_feature_extractor, resolve_checkpoint, run_dir_of, run_settings
+from simsiam_keras.saved_run import load_feature_extractor, locate_model, run_dir_of, run_settings
 
 METRIC = "knn_top1"
 
@@ -43,7 +43,7 @@ def knn_eval(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    resolved = resolve_checkpoint(checkpoint, kind)
+    resolved = locate_model(checkpoint, kind)
     spec = parse_dataset(dataset)
     data = eval_data(spec, data_dir, seed)
     if resize_ratio is None:

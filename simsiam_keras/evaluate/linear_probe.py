@@ -34,9 +34,9 @@ from simsiam_keras.evaluate.knn import KNN_K, KNN_TEMPERATURE, extract_labelled_
 from simsiam_keras.evaluate.lars import LARS
 from simsiam_keras.evaluate.logistic import fit_probe
 from simsiam_keras.evaluate.results import append_result
-from simsiam_keras.export.load import load_backbone, run_dir_of, run_settings
 from simsiam_keras.method.optimizers import TorchSGD
 from simsiam_keras.nets.l2_normalize import L2Normalize
+from simsiam_keras.saved_run import load_backbone, run_dir_of, run_settings
 
 CLASSIFIER_FILE = "classifier.keras"
 CLASSIFIER_INFO = "classifier.json"

@@ -8,7 +8,7 @@ import numpy as np
 from simsiam_keras.config import EVAL_RESIZE_RATIO
 from simsiam_keras.data.eval_splits import EvalData, LabelledSplit
 from simsiam_keras.evaluate.knn import KNN_K, KNN_TEMPERATURE, knn_top1_of_model
-from simsiam_keras.export.load import FeatureExtractor
+from simsiam_keras.saved_run import FeatureExtractor
 
 
 class KNNMonitor(keras.callbacks.Callback):

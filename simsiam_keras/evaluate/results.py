@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any
 
-from simsiam_keras.files import RESULTS_FILE, write_atomic
+from simsiam_keras.run_files import RESULTS_FILE, write_atomic
 
 
 def results_path(run_dir: str) -> str:

@@ -29,7 +29,7 @@ from ai_edge_litert.interpreter import Interpreter
 from simsiam_keras.augment.crop import eval_view
 from simsiam_keras.config import EVAL_RESIZE_RATIO
 from simsiam_keras.data.eval_splits import eval_data
-from simsiam_keras.export.load import INPUT_NAME, OUTPUT_NAME
+from simsiam_keras.saved_run import INPUT_NAME, OUTPUT_NAME
 
 QUANTIZE = ("dynamic", "int8")
 LITERT_FILES = {"float32": "model.tflite", "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite"}

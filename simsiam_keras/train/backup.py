@@ -32,7 +32,7 @@ import keras
 import tensorflow as tf
 
 from simsiam_keras.config import SimSiamConfig
-from simsiam_keras.files import write_atomic
+from simsiam_keras.run_files import write_atomic
 from simsiam_keras.train.distribute import is_chief
 from simsiam_keras.train.divergence import DivergenceError, all_finite
 

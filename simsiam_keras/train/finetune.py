@@ -35,10 +35,10 @@ from simsiam_keras.data.eval_splits import EvalData, eval_data
 from simsiam_keras.data.labelled import LabelChoice, choose_labels, split_labels, subset, write_indices
 from simsiam_keras.evaluate.linear_probe import HEAD, linear_probe, save_classifier, top_k_accuracy, train_dataset
 from simsiam_keras.evaluate.results import append_result
-from simsiam_keras.export.export import export_checkpoint
-from simsiam_keras.export.load import check_backbone_model, load_backbone, resolve_checkpoint, run_dir_of, run_settings
-from simsiam_keras.files import write_atomic
+from simsiam_keras.export.run import export_run
+from simsiam_keras.run_files import write_atomic
 from simsiam_keras.run_lock import RunLock
+from simsiam_keras.saved_run import check_backbone_model, load_backbone, locate_model, run_dir_of, run_settings
 from simsiam_keras.train import backup
 from simsiam_keras.train.distribute import check_batch_size, is_chief, make_strategy
 from simsiam_keras.train.divergence import DivergenceGuard
@@ -102,7 +102,7 @@ def plan_schedule(config: FinetuneConfig, labelled: int, fraction: float, replic
 
 def _keras_backbone(checkpoint: str) -> keras.Model:
     """The checkpoint's backbone as a trainable Keras model; exports have no trainable form."""
-    found = resolve_checkpoint(checkpoint)
+    found = locate_model(checkpoint)
     if found.kind != "keras":
         raise ValueError(f"checkpoint {checkpoint}: a {found.kind} export cannot be fine-tuned; give the run "
                          "directory or its .keras file (a converted run works too)")
@@ -311,6 +311,6 @@ def finetune(
                               protocol=protocol, labels=labels, labelled_images=int(len(choice.indices)),
                               output_dir=output_dir, checkpoint=str(checkpoint))
             if export is not None:
-                exported = export_checkpoint(os.path.join(output_dir, "classifier.keras"), export)
+                exported = export_run(os.path.join(output_dir, "classifier.keras"), export)
                 record["export"] = str(exported.output_dir)
         return FinetuneResult(top1, top5, saved, output_dir, time.time() - start, record)

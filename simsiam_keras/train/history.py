@@ -10,7 +10,7 @@ import os
 import keras
 import numpy as np
 
-from simsiam_keras.files import write_atomic
+from simsiam_keras.run_files import write_atomic
 
 HISTORY_COLUMNS = ("epoch", "loss", "z_std", "knn_acc", "lr_encoder", "lr_predictor")
 

@@ -21,10 +21,10 @@ from simsiam_keras.data.eval_splits import EvalData, find_eval_data
 from simsiam_keras.data.images import DataSource
 from simsiam_keras.evaluate.curves import plot_history
 from simsiam_keras.evaluate.monitor import KNNMonitor
-from simsiam_keras.files import check_output_dir, write_atomic
 from simsiam_keras.method.model import SimSiam, build_simsiam
 from simsiam_keras.method.optimizers import make_optimizers
 from simsiam_keras.nets.backbone import MIN_IMAGE_SIZE, check_backbone
+from simsiam_keras.run_files import check_output_dir, write_atomic
 from simsiam_keras.run_lock import RunLock
 from simsiam_keras.train import backup
 from simsiam_keras.train.distribute import all_gpus, check_batch_size, is_chief, make_strategy, weights_fingerprint

@@ -1,4 +1,4 @@
-"""Files a run writes, written so that a kill never leaves half of one (temp file + `os.replace`)."""
+"""A run's files, each written whole so that a kill never leaves half of one (temp file + `os.replace`)."""
 
 from __future__ import annotations
 

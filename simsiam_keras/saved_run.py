@@ -1,6 +1,7 @@
-"""Frozen backbones from wherever they were saved: a run, a `.keras` file, a SavedModel or ONNX.
+"""A saved run read back: what `--checkpoint` points at, located and loaded as a frozen backbone.
 
-Evaluation (kNN, linear probe) takes any of these paths and gets the same thing back:
+`--checkpoint` names a run, a `.keras` file, an export folder, a SavedModel or an ONNX file.
+Evaluation (kNN, linear probe, the monitor) takes any of these and gets the same thing back:
 a function of float32 NHWC pixel batches in [0, 255] that returns the pooled features.
 
 * a pretraining run directory or its `model.keras` (a `SimSiam`: its `backbone`), or a
@@ -30,15 +31,18 @@ from simsiam_keras.method.model import SimSiam  # noqa: F401
 from simsiam_keras.method.optimizers import TorchSGD  # noqa: F401
 
 KINDS = ("keras", "saved_model", "onnx")
+# An export folder's names: simsiam_keras.export writes them, this module reads them.
 INPUT_NAME = "images"
 OUTPUT_NAME = "features"
 METADATA = "metadata.json"
 SAVED_MODEL_DIR = "saved_model"
+ONNX_FILE = "model.onnx"
+SIGNATURE = "serve"
 
 
 @dataclasses.dataclass
-class Checkpoint:
-    """A resolved checkpoint path: which kind of file it is and where its metadata lives."""
+class ModelLocation:
+    """Where the model a `--checkpoint` names is: its file or folder, its kind, and its export's metadata."""
 
     kind: str
     path: Path
@@ -50,7 +54,7 @@ def _read_metadata(folder: Path) -> dict[str, Any]:
     return json.loads(file.read_text()) if file.is_file() else {}
 
 
-def resolve_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
+def locate_model(path: str | Path, kind: str | None = None) -> ModelLocation:
     """What `path` holds, checked without loading it; `kind` picks one format of an export folder.
 
     Raises FileNotFoundError or ValueError with a message fit for a command line.
@@ -60,20 +64,20 @@ def resolve_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path}: no such file or directory")
-    candidates: list[Checkpoint] = []
+    candidates: list[ModelLocation] = []
     if path.is_file():
         found = {".keras": "keras", ".onnx": "onnx"}.get(path.suffix.lower())
         if found is None:
             raise ValueError(f"checkpoint {path}: expected a .keras or .onnx file, a run directory or an export folder")
-        candidates.append(Checkpoint(found, path, _read_metadata(path.parent)))
+        candidates.append(ModelLocation(found, path, _read_metadata(path.parent)))
     elif (path / "saved_model.pb").is_file():
-        candidates.append(Checkpoint("saved_model", path, _read_metadata(path.parent)))
+        candidates.append(ModelLocation("saved_model", path, _read_metadata(path.parent)))
     else:
         metadata = _read_metadata(path)
-        for name, found in (("model.keras", "keras"), ("saved_model", "saved_model"), ("model.onnx", "onnx")):
+        for name, found in (("model.keras", "keras"), (SAVED_MODEL_DIR, "saved_model"), (ONNX_FILE, "onnx")):
             target = path / name
             if target.is_file() or (target / "saved_model.pb").is_file():
-                candidates.append(Checkpoint(found, target, metadata))
+                candidates.append(ModelLocation(found, target, metadata))
     if kind is not None:
         candidates = [c for c in candidates if c.kind == kind]
     if not candidates:
@@ -121,11 +125,11 @@ def _features_only(model: keras.Model) -> keras.Model:
 
 def _saved_model_backbone(path: Path, image_size: int | None) -> keras.Model:
     """A keras.Model with input `images` around the SavedModel's `serve` endpoint."""
-    layer = keras.layers.TFSMLayer(str(path), call_endpoint="serve")
+    layer = keras.layers.TFSMLayer(str(path), call_endpoint=SIGNATURE)
     if image_size is None:
-        signature = tf.saved_model.load(str(path)).signatures.get("serve")
+        signature = tf.saved_model.load(str(path)).signatures.get(SIGNATURE)
         if signature is None:
-            raise ValueError(f"checkpoint {path}: the SavedModel has no 'serve' signature")
+            raise ValueError(f"checkpoint {path}: the SavedModel has no {SIGNATURE!r} signature")
         spec = next(iter(signature.structured_input_signature[1].values()))
         image_size = spec.shape[1]
         if image_size is None:
@@ -136,7 +140,7 @@ def _saved_model_backbone(path: Path, image_size: int | None) -> keras.Model:
         if OUTPUT_NAME not in outputs and len(outputs) != 1:
             raise ValueError(f"checkpoint {path}: no {OUTPUT_NAME!r} output in the serve signature ({', '.join(outputs)})")
         outputs = outputs[OUTPUT_NAME] if OUTPUT_NAME in outputs else next(iter(outputs.values()))
-    return keras.Model(inputs, outputs, name=path.parent.name if path.name == "saved_model" else path.name)
+    return keras.Model(inputs, outputs, name=path.parent.name if path.name == SAVED_MODEL_DIR else path.name)
 
 
 def load_backbone(path: str | Path) -> keras.Model:
@@ -145,12 +149,12 @@ def load_backbone(path: str | Path) -> keras.Model:
     Accepts a run directory, a `.keras` file, an export folder or a SavedModel directory
     (ONNX files have no Keras form: use `load_feature_extractor`).
     """
-    checkpoint = resolve_checkpoint(path)
-    if checkpoint.kind == "onnx":
+    found = locate_model(path)
+    if found.kind == "onnx":
         raise ValueError(f"checkpoint {path}: an ONNX model has no Keras form; use load_feature_extractor")
-    if checkpoint.kind == "saved_model":
-        return _saved_model_backbone(checkpoint.path, checkpoint.metadata.get("image_size"))
-    return _features_only(load_keras_file(checkpoint.path))
+    if found.kind == "saved_model":
+        return _saved_model_backbone(found.path, found.metadata.get("image_size"))
+    return _features_only(load_keras_file(found.path))
 
 
 def load_keras_file(path: str | Path, compile: bool = False) -> keras.Model:
@@ -279,10 +283,10 @@ def load_feature_extractor(path: str | Path, kind: str | None = None) -> Feature
     An export folder holds several formats: the SavedModel is used unless `kind` says
     `onnx`. Image size and feature dimension come from `metadata.json` when there is one.
     """
-    checkpoint = resolve_checkpoint(path, kind)
-    if checkpoint.kind == "onnx":
-        return _onnx_extractor(checkpoint.path, checkpoint.metadata)
-    return FeatureExtractor.from_keras(load_backbone(checkpoint.path), checkpoint.kind)
+    found = locate_model(path, kind)
+    if found.kind == "onnx":
+        return _onnx_extractor(found.path, found.metadata)
+    return FeatureExtractor.from_keras(load_backbone(found.path), found.kind)
 
 
 def run_dir_of(path: str | Path) -> Path:
@@ -293,7 +297,7 @@ def run_dir_of(path: str | Path) -> Path:
     """
     path = Path(path)
     folder = path if path.is_dir() else path.parent
-    if folder.name == "saved_model" and not (folder / METADATA).exists() and (folder.parent / METADATA).exists():
+    if folder.name == SAVED_MODEL_DIR and not (folder / METADATA).exists() and (folder.parent / METADATA).exists():
         folder = folder.parent
     metadata = _read_metadata(folder)
     for key in ("run_dir", "run", "training_run", "source_run"):
