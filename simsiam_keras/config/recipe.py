@@ -1,4 +1,4 @@
-"""The rules every recipe shares: the linear learning-rate scaling rule, and the views' crop, flip and evaluation resize."""
+"""The rules every recipe shares: the linear lr scaling rule, the training views' crop and flip, the evaluation view."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class Recipe:
 
     @property
     def lr(self) -> float:
-        """The applied learning rate by the linear scaling rule, as the authors' code applies it: base_lr x batch / 256."""
+        """The applied lr, by the linear scaling rule as the authors' code applies it: base_lr x batch / 256."""
         return scaled_lr(self.base_lr, self.batch_size)
 
     def to_dict(self) -> dict[str, Any]:

@@ -223,12 +223,14 @@ def make_monitor(run: PretrainRun) -> KNNMonitor | None:
     if run.monitor_data is None:
         return None
     config = run.config
-    monitor = KNNMonitor(run.monitor_data, config.knn_every, config.knn_k, config.knn_temperature, config.eval_resize_ratio)
+    monitor = KNNMonitor(run.monitor_data, config.knn_every, config.knn_k, config.knn_temperature,
+                         config.eval_resize_ratio)
     monitor.evaluate_at_start = run.start_at is None
     return monitor
 
 
-def make_callbacks(run: PretrainRun, monitor: KNNMonitor | None, signals: PreemptionSignals) -> list[keras.callbacks.Callback]:
+def make_callbacks(run: PretrainRun, monitor: KNNMonitor | None,
+                   signals: PreemptionSignals) -> list[keras.callbacks.Callback]:
     """The run's callbacks in their order: kNN monitor, skipped-file counter, divergence guard, history and
     TensorBoard (chief), backups, then the stop on a preemption signal."""
     config, start_at = run.config, run.start_at
@@ -238,14 +240,16 @@ def make_callbacks(run: PretrainRun, monitor: KNNMonitor | None, signals: Preemp
     resumed_at = (start_at.epoch, start_at.step) if start_at and start_at.step else None
     callbacks.append(DivergenceGuard(run.steps, resumed_at, config.steps_per_execution))
     if run.chief:
-        callbacks += [HistoryCSV(run.history_path), keras.callbacks.TensorBoard(os.path.join(config.output_dir, "logs"))]
+        logs = os.path.join(config.output_dir, "logs")
+        callbacks += [HistoryCSV(run.history_path), keras.callbacks.TensorBoard(logs)]
     # Last: an epoch's backup follows its history row, and a diverged step is never backed up;
     # then the stop on a preemption signal, after the step's scheduled backup.
     backups = backup.BackupCallback(run.backup, config.backup_every_steps, start_at)
     return callbacks + [backups, StopOnSignal(signals, backups.backup_now, run.strategy)]
 
 
-def fit(run: PretrainRun, callbacks: list[keras.callbacks.Callback], verbose: int | str = "auto") -> dict[str, list[float]]:
+def fit(run: PretrainRun, callbacks: list[keras.callbacks.Callback],
+        verbose: int | str = "auto") -> dict[str, list[float]]:
     """Trains the epochs left from the run's start position (the rest of an interrupted epoch first); the history.
 
     A diverged loss raises `DivergenceError` naming the last good backup.
