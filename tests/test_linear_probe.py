@@ -18,8 +18,8 @@ from simsiam_keras.config import (
     LARS_MIN_STEPS_PER_EPOCH,
     PAPER_PROBE_BATCH,
     SimSiamConfig,
-    default_linear_eval_recipe,
-    make_linear_eval_config,
+    default_linear_probe_recipe,
+    make_linear_probe_config,
 )
 from simsiam_keras.data.eval_splits import eval_data
 from simsiam_keras.data.images import from_arrays
@@ -58,8 +58,8 @@ def random_init_backbone(run):
 
 def default_probe(data, **overrides):
     """The config a probe of `data` gets without a recipe: what the command line runs by default."""
-    recipe, _ = default_linear_eval_recipe(data.bank.size)
-    return make_linear_eval_config(recipe, **overrides)
+    recipe, _ = default_linear_probe_recipe(data.bank.size)
+    return make_linear_probe_config(recipe, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_default_probe_separates_separable_features_where_the_papers_lars_does_n
     _, default = linear_probe(backbone, data, default_probe(data, eval_resize_ratio=1.0))
     assert default["lbfgs"] is not None and default["top1"] >= 0.95, default
     # The recipe that was the default for every dataset but `synthetic` until now: LARS barely moves the head.
-    _, paper = linear_probe(backbone, data, make_linear_eval_config("paper", cache_features=True, eval_resize_ratio=1.0))
+    _, paper = linear_probe(backbone, data, make_linear_probe_config("paper", cache_features=True, eval_resize_ratio=1.0))
     assert paper["top1"] < 0.95 and paper["knn_top1"] == default["knn_top1"] == 1.0, (paper, default)
     assert paper["below_knn"] and not default["below_knn"]
     printed = capsys.readouterr().out.splitlines()
@@ -131,7 +131,7 @@ def digits_probes(digits, pretrained_run):
 @pytest.mark.parametrize("encoder", ["random_init", "pretrained"])
 def test_default_probe_on_digits_is_not_below_knn_of_the_same_features(digits, digits_probes, encoder):
     backbone, _, result = digits_probes[encoder]
-    assert result["lbfgs"]["l2"] in make_linear_eval_config("lbfgs").l2_grid and result["batch_cap"] is None
+    assert result["lbfgs"]["l2"] in make_linear_probe_config("lbfgs").l2_grid and result["batch_cap"] is None
     # The floor is the kNN monitor's classifier on the same features, far above chance (0.1) here.
     knn = knn_top1_of_model(backbone, digits.bank.batches(32, 1.0), digits.query.batches(32, 1.0))
     assert result["knn_top1"] == knn["top1"] > 0.3 and result["knn_bank_images"] == 1437
@@ -188,7 +188,7 @@ def test_lbfgs_fit_matches_scikit_learn():
 
 
 def test_pretrained_encoder_beats_random_init(source, pretrained_run):
-    probe = make_linear_eval_config("sgd", epochs=10, cache_features=True, eval_resize_ratio=256 / 224)
+    probe = make_linear_probe_config("sgd", epochs=10, cache_features=True, eval_resize_ratio=256 / 224)
     data = eval_data(source)
     classifier, pretrained = linear_probe(load_backbone(pretrained_run / "model.keras"), data, probe)
     _, random_init = linear_probe(random_init_backbone(pretrained_run), data, probe)
@@ -208,7 +208,7 @@ def test_augmented_probe_leaves_backbone_bitwise_unchanged_and_saves_a_working_c
     backbone = load_backbone(pretrained_run / "model.keras")
     small = from_arrays("synthetic", source.x_train[:512], source.y_train[:512], source.x_test[:64], source.y_test[:64])
     # A large lr on augmented views: BN in training mode would move its moving statistics at once.
-    probe = make_linear_eval_config("sgd", epochs=1, batch_size=128, eval_resize_ratio=1.0)
+    probe = make_linear_probe_config("sgd", epochs=1, batch_size=128, eval_resize_ratio=1.0)
     classifier, result = linear_probe(backbone, eval_data(small), probe)
     assert result["backbone_unchanged"] and result["steps"] == 4
 
@@ -258,20 +258,20 @@ def test_top_k_accuracy():
 
 
 def test_recipes():
-    assert make_linear_eval_config("paper").lr == pytest.approx(0.02 * 4096 / 256)
-    assert make_linear_eval_config("sgd").lr == 30.0
-    assert make_linear_eval_config("sgd", batch_size=128).lr == 15.0
-    assert make_linear_eval_config("sgd_scaled").optimizer == "sgd"
-    lbfgs = make_linear_eval_config("lbfgs", seed=3)
+    assert make_linear_probe_config("paper").lr == pytest.approx(0.02 * 4096 / 256)
+    assert make_linear_probe_config("sgd").lr == 30.0
+    assert make_linear_probe_config("sgd", batch_size=128).lr == 15.0
+    assert make_linear_probe_config("sgd_scaled").optimizer == "sgd"
+    lbfgs = make_linear_probe_config("lbfgs", seed=3)
     assert lbfgs.full_batch and lbfgs.cache_features and lbfgs.normalize_features and lbfgs.seed == 3
     with pytest.raises(ValueError, match="recipe 'adam' is unknown"):
-        make_linear_eval_config("adam")
+        make_linear_probe_config("adam")
     with pytest.raises(ValueError, match="epochs must be at least 1"):
-        make_linear_eval_config("paper", epochs=0)
+        make_linear_probe_config("paper", epochs=0)
     with pytest.raises(ValueError, match=r"^epochs does not apply to the lbfgs recipe .*\(paper, lars_code, sgd, sgd_scaled\)"):
-        make_linear_eval_config("lbfgs", epochs=100)
+        make_linear_probe_config("lbfgs", epochs=100)
     with pytest.raises(ValueError, match="^cache_features: the lbfgs recipe fits the head on cached features"):
-        make_linear_eval_config("lbfgs", cache_features=False)
+        make_linear_probe_config("lbfgs", cache_features=False)
 
 
 @pytest.mark.parametrize("images, recipe", [
@@ -283,7 +283,7 @@ def test_recipes():
     (1, "lbfgs"),
 ])
 def test_default_recipe_follows_the_steps_an_epoch_at_the_papers_batch(images, recipe):
-    chosen, reason = default_linear_eval_recipe(images)
+    chosen, reason = default_linear_probe_recipe(images)
     steps = -(-images // PAPER_PROBE_BATCH)
     assert chosen == recipe and reason.startswith(f"{images:,} training images give {steps} step")
     assert "\n" not in reason
@@ -324,7 +324,7 @@ def test_cli_default_probe_records_its_recipe_choice_and_knn_floor(source, pretr
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads((out / "linear_eval.json").read_text())
     assert record["recipe_choice"] == {"recipe": "paper", "reason": "asked for with --recipe"}
-    paper = make_linear_eval_config("paper")
+    paper = make_linear_probe_config("paper")
     assert {k: record["recipe"][k] for k in ("optimizer", "base_lr", "batch_size", "momentum", "weight_decay",
                                              "trust_coefficient", "cache_features", "normalize_features")} == {
         "optimizer": "lars", "base_lr": paper.base_lr, "batch_size": 4096, "momentum": 0.9, "weight_decay": 0.0,

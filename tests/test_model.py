@@ -80,7 +80,7 @@ def test_target_branch_gets_no_gradient_through_z(tiny_config, stop_gradient):
     model = build_simsiam(tiny_config)
     z1, z2, p1, p2 = (tf.Variable(tf.random.normal((8, 64))) for _ in range(4))
     with tf.GradientTape() as tape:
-        loss = model.compute_simsiam_loss(z1, z2, p1, p2)
+        loss = model.compute_simsiam_loss(p1, p2, z1, z2)
     g_z1, g_z2, g_p1, g_p2 = tape.gradient(loss, [z1, z2, p1, p2])
     assert g_p1 is not None and g_p2 is not None
     if stop_gradient:

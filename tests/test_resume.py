@@ -417,14 +417,14 @@ def test_a_full_disk_or_a_damaged_newest_backup_falls_back_to_the_previous_one(t
         (Path(f"{prefix}_temp") / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"\x00" * 10)
         raise tf.errors.ResourceExhaustedError(None, None, f"{prefix}_temp; No space left on device")
 
-    writer.checkpoint._write = no_space
+    writer.contents._write = no_space
     with pytest.raises(backup.BackupError) as error:
         writer.save(1, 3)
     message = str(error.value)
     assert "\n" not in message and "No space left on device" in message
     assert f"the previous backup {directory / 'ckpt-6'} is intact" in message
     assert backup.check_resumable(tiny_config).global_step == 6
-    del writer.checkpoint._write
+    del writer.contents._write
 
     # The newest backup truncated (a node died mid-write, or a bad disk): skipped with a warning naming it.
     data = directory / "ckpt-6.data-00000-of-00001"

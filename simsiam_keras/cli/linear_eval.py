@@ -4,7 +4,7 @@
     simsiam-linear-eval --checkpoint runs/cifar10 --dataset cifar10 --data-dir /data/tfds --recipe paper
     simsiam-linear-eval --checkpoint exported/simsiam --dataset folder:/data/pets --recipe sgd
 
-Recipes (simsiam_keras/config.py, LINEAR_EVAL_PRESETS), lr = base lr x batch / 256:
+Recipes (simsiam_keras/config/linear_probe.py, LINEAR_PROBE_RECIPES), lr = base lr x batch / 256:
   paper       LARS, base lr 0.02, batch 4096, cosine, 90 epochs, wd 0 (Appendix A)
   lars_code   LARS, base lr 0.1 (the authors' main_lincls.py default)
   sgd         SGD, lr 30 at batch 256, wd 0 (Appendix A's alternative)
@@ -29,10 +29,10 @@ import sys
 
 from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
 from simsiam_keras.config import (
-    LINEAR_EVAL_PRESETS,
-    LinearEvalConfig,
-    default_linear_eval_recipe,
-    make_linear_eval_config,
+    LINEAR_PROBE_RECIPES,
+    LinearProbeConfig,
+    default_linear_probe_recipe,
+    make_linear_probe_config,
 )
 from simsiam_keras.data.eval_splits import eval_data
 from simsiam_keras.evaluate.linear_probe import linear_probe_of_run
@@ -47,7 +47,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--dataset", default="synthetic",
                    help="synthetic (default), npz:PATH, folder:PATH or a prepared TFDS name; needs labels and a test split")
     p.add_argument("--data-dir", help="TFDS data directory")
-    p.add_argument("--recipe", choices=list(LINEAR_EVAL_PRESETS),
+    p.add_argument("--recipe", choices=list(LINEAR_PROBE_RECIPES),
                    help="default: chosen from the training split's size (paper at ImageNet scale, else lbfgs)")
     p.add_argument("--epochs", type=int, help="gradient recipes only")
     p.add_argument("--batch-size", type=int, help="gradient recipes only; capped to the training split")
@@ -67,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_output_dir(args.output_dir)
-        data = eval_data(args.dataset, args.data_dir, LinearEvalConfig.seed if args.seed is None else args.seed)
+        data = eval_data(args.dataset, args.data_dir, LinearProbeConfig.seed if args.seed is None else args.seed)
         if args.recipe:
             recipe, reason = args.recipe, "asked for with --recipe"
         else:
-            recipe, reason = default_linear_eval_recipe(data.bank.size)
-        config = make_linear_eval_config(
+            recipe, reason = default_linear_probe_recipe(data.bank.size)
+        config = make_linear_probe_config(
             recipe, epochs=args.epochs, batch_size=args.batch_size, base_lr=args.base_lr,
             cache_features=args.cache_features, eval_resize_ratio=args.eval_resize_ratio, seed=args.seed,
         )

@@ -8,7 +8,7 @@ With `cache_features`, features are extracted once from centre crops (no augment
 head trains on those arrays: much faster on a CPU, slightly different from the protocol. The
 `lbfgs` recipe fits the head on cached, l2-normalised features to convergence (`logistic.py`).
 
-Which recipe a probe runs by default depends on the data (`config.default_linear_eval_recipe`),
+Which recipe a probe runs by default depends on the data (`config.default_linear_probe_recipe`),
 a batch never exceeds the training split, and every probe reports the kNN top-1 of the same
 features beside its own, with a warning when it falls more than `KNN_FLOOR_MARGIN` below it.
 """
@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from simsiam_keras.augment.crop import random_flip, random_resized_crop, resize_crop
-from simsiam_keras.config import EVAL_RESIZE_RATIO, MONITOR_IMAGES, LinearEvalConfig
+from simsiam_keras.config import EVAL_RESIZE_RATIO, MONITOR_IMAGES, LinearProbeConfig
 from simsiam_keras.data.decode import decode_and_random_crop
 from simsiam_keras.data.eval_splits import EvalData, LabelledSplit
 from simsiam_keras.evaluate.knn import KNN_K, KNN_TEMPERATURE, extract_labelled_features, knn_accuracy
@@ -62,14 +62,14 @@ class LinearProbeResult:
 # ------------------------------------------------------------------------------ views
 
 
-def train_view(image: tf.Tensor, crop_size: int, config: LinearEvalConfig, seed: tf.Tensor) -> tf.Tensor:
+def train_view(image: tf.Tensor, crop_size: int, config: LinearProbeConfig, seed: tf.Tensor) -> tf.Tensor:
     """RandomResizedCrop(crop, scale (0.08, 1)) + horizontal flip, from a per-image stateless seed."""
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
     view = random_resized_crop(image, crop_size, config.crop_scale, config.crop_ratio, seeds[0])
     return tf.ensure_shape(random_flip(view, config.flip_prob, seeds[1]), (crop_size, crop_size, 3))
 
 
-def train_dataset(split: LabelledSplit, crop_size: int, config: LinearEvalConfig) -> tf.data.Dataset:
+def train_dataset(split: LabelledSplit, crop_size: int, config: LinearProbeConfig) -> tf.data.Dataset:
     """Endless shuffled batches of (augmented view, label); every image draws its own crop and flip.
 
     In-memory images are cropped from the arrays; a streamed split's files are cropped while
@@ -137,7 +137,7 @@ def features_to_logits(classifier: keras.Model) -> keras.Model:
     return keras.Model(features, head(normalized), name="linear_head")
 
 
-def cap_batch(config: LinearEvalConfig, train_images: int) -> tuple[LinearEvalConfig, dict[str, Any] | None]:
+def cap_batch(config: LinearProbeConfig, train_images: int) -> tuple[LinearProbeConfig, dict[str, Any] | None]:
     """The config with its batch capped to the training split, lr scaled by the linear rule; and the cap, if any.
 
     A batch of 4096 on 1,500 images would be one step an epoch at an lr set for 4096 images.
@@ -151,7 +151,7 @@ def cap_batch(config: LinearEvalConfig, train_images: int) -> tuple[LinearEvalCo
                     "capped_lr": capped.lr}
 
 
-def make_optimizer(config: LinearEvalConfig, total_steps: int) -> keras.optimizers.Optimizer:
+def make_optimizer(config: LinearProbeConfig, total_steps: int) -> keras.optimizers.Optimizer:
     """LARS or PyTorch-style SGD at lr = base_lr x batch/256, cosine decay to 0 over every step.
 
     (The authors step the cosine once per epoch; per step differs only within an epoch.)
@@ -186,7 +186,7 @@ def backbone_unchanged(before: Sequence[np.ndarray], backbone: keras.Model) -> b
 def linear_probe(
     backbone: keras.Model,
     data: EvalData,
-    config: LinearEvalConfig,
+    config: LinearProbeConfig,
     verbose: int | str = 0,
 ) -> tuple[keras.Model, dict[str, Any]]:
     """The linear probe of a backbone in hand: trains a linear head on the frozen `backbone` with `data`'s bank
@@ -287,7 +287,7 @@ def save_classifier(
 def linear_probe_of_run(
     checkpoint: str,
     data: EvalData,
-    config: LinearEvalConfig,
+    config: LinearProbeConfig,
     recipe: str,
     output_dir: str | None = None,
     verbose: int | str = 0,
@@ -299,7 +299,7 @@ def linear_probe_of_run(
     Writes OUTPUT/classifier.keras, classifier.json and linear_eval.json (OUTPUT defaults to
     RUN/linear next to the checkpoint) and appends top-1/top-5 (each with the kNN top-1 of the
     same features) to the run's results.json. `recipe` is the recipe's name and `reason` why it
-    was chosen (`config.default_linear_eval_recipe` gives both from the data). `backbone` is the
+    was chosen (`config.default_linear_probe_recipe` gives both from the data). `backbone` is the
     checkpoint's, when the caller has loaded it already. Without a ratio in `config`, the
     evaluation view is the one the checkpoint's run used.
     """

@@ -28,6 +28,8 @@ def per_example_loss(
 ) -> tf.Tensor:
     """L = D(p1, sg(z2))/2 + D(p2, sg(z1))/2 per example (Eq. 4); asymmetric: D(p1, sg(z2)) (Eq. 3).
 
+    Predictions first, as in D(p, z): p1 regresses to z2, p2 to z1.
+
     Callers average over the *global* batch; under tf.distribute that means dividing the
     per-replica mean by the number of replicas in sync.
     """

@@ -86,9 +86,9 @@ class SimSiam(BaseMethod):
         z1, z2 = self.encode(x1, training), self.encode(x2, training)
         return (z1, z2), (self.predict_from(z1, training), self.predict_from(z2, training))
 
-    def compute_simsiam_loss(self, z1, z2, p1, p2) -> tf.Tensor:
+    def compute_simsiam_loss(self, p1, p2, z1, z2) -> tf.Tensor:
         """This replica's mean of the per-example loss D(p1, sg(z2))/2 + D(p2, sg(z1))/2 (Eq. 4), with this
-        model's ablation settings."""
+        model's ablation settings. Predictions first, as in D(p, z): p1 regresses to z2, p2 to z1."""
         return tf.reduce_mean(
             per_example_loss(p1, p2, z1, z2, self.stop_gradient, self.similarity, self.symmetric)
         )
@@ -115,7 +115,7 @@ class SimSiam(BaseMethod):
         with self.gradient_tape() as tape:
             (z1, z2), (p1, p2) = self((x1, x2), training=True)
             t1, t2 = self.targets(x1, x2, z1, z2, image_ids)
-            loss = self.compute_simsiam_loss(t1, t2, p1, p2)
+            loss = self.compute_simsiam_loss(p1, p2, t1, t2)
         self.apply_gradients(tape, loss)
         return self.track(loss, z1, z2)
 
@@ -123,7 +123,7 @@ class SimSiam(BaseMethod):
     def test_step(self, data):
         x1, x2, *_ = self.augment_views(data)
         (z1, z2), (p1, p2) = self((x1, x2), training=False)
-        return self.track(self.compute_simsiam_loss(z1, z2, p1, p2), z1, z2)
+        return self.track(self.compute_simsiam_loss(p1, p2, z1, z2), z1, z2)
 
     def get_config(self) -> dict:
         return {

@@ -7,9 +7,9 @@ completed in the current epoch. A `tf.train.CheckpointManager` writes it to `OUT
 every `backup_every_steps` global steps and at each epoch end. Keras' `BackupAndRestore` is not
 used: it saves `model.optimizer` only (the predictor's momentum and iterations would restart).
 
-The manager writes the checkpoint files first (TensorFlow stages them and renames them into
-place), then replaces the `checkpoint` index file, then deletes the oldest backup: a kill at any
-moment leaves the index naming a complete checkpoint. Each backup is read back once written
+The manager writes the backup's files first (TensorFlow stages them and renames them into
+place), then replaces TensorFlow's `checkpoint` index file, then deletes the oldest backup: a kill
+at any moment leaves the index naming a complete backup. Each backup is read back once written
 (its index and position), and again in full before a run resumes from it: a damaged newest
 backup (a full disk, a node dead mid-write, a bad block) is skipped with a warning and the one
 before it is used. An error while writing one (ENOSPC, EIO) leaves the previous one named by
@@ -38,7 +38,7 @@ from simsiam_keras.train.divergence import DivergenceError, all_finite
 
 BACKUP_DIR = "backup"
 # Two backups: the newest, and the one before it while the next is written.
-MAX_TO_KEEP = 2
+BACKUPS_KEPT = 2
 # What the saved weights must match: a change here cannot load the backup.
 ARCHITECTURE_FIELDS = (
     "backbone", "backbone_width", "image_size", "proj_layers", "proj_hidden_dim", "proj_dim",
@@ -95,7 +95,7 @@ def _read_position(path: str, full: bool = False) -> Position:
     return Position(path=path, **values)
 
 
-def _candidates(directory: str) -> list[str]:
+def _backup_paths(directory: str) -> list[str]:
     """The backups in `directory`, newest first: those the index names, or every ckpt-N if the index is unreadable."""
     try:
         state = tf.train.get_checkpoint_state(directory)
@@ -119,7 +119,7 @@ def readable_backups(output_dir: str, full: bool = False, first: bool = False) -
     `first`: stop at the newest readable one (with `full`, the only one read whole).
     """
     readable, damaged = [], []
-    for path in _candidates(backup_dir(output_dir)):
+    for path in _backup_paths(backup_dir(output_dir)):
         try:
             readable.append(_read_position(path, full))
         except _UNREADABLE as error:
@@ -197,7 +197,7 @@ def _worker_scratch(output_dir: str, strategy: tf.distribute.Strategy) -> str:
 
 
 class RunBackup:
-    """The checkpoint of a compiled SimSiam model and the run's position, and its writer.
+    """What a backup of a compiled model holds (weights, optimizers, epoch metrics, the run's position), and its writer.
 
     Under multi-worker training every worker calls `save` (saving mirrored variables has
     collective ops) but only the chief writes to `OUTPUT_DIR/backup`; the others write to a
@@ -216,12 +216,13 @@ class RunBackup:
         optimizers = {"encoder_optimizer": model.optimizer}
         if getattr(model, "predictor_optimizer", None) is not None:  # a fine-tuned classifier has one optimizer
             optimizers["predictor_optimizer"] = model.predictor_optimizer
-        self.checkpoint = tf.train.Checkpoint(
+        # What every backup holds (its names inside a backup file must stay: older backups restore by them).
+        self.contents = tf.train.Checkpoint(
             model=model, metrics=self.metric_variables, epoch=self.epoch, step=self.step,
             steps_per_epoch=self.steps, **optimizers,
         )
         self.chief = is_chief(strategy)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, MAX_TO_KEEP) if self.chief else None
+        self.manager = tf.train.CheckpointManager(self.contents, self.directory, BACKUPS_KEPT) if self.chief else None
         self.scratch = None if self.chief else _worker_scratch(output_dir, strategy)
         self.latest: Position | None = None
         self._metric_values: list | None = None
@@ -233,7 +234,7 @@ class RunBackup:
                 f"cannot resume {os.path.dirname(self.directory)}: its backup has {position.steps_per_epoch} "
                 f"steps per epoch, this run {self.steps_per_epoch} (did the dataset change?)"
             )
-        self.checkpoint.read(position.path).assert_existing_objects_matched()
+        self.contents.read(position.path).assert_existing_objects_matched()
         self._metric_values = [v.numpy() for v in self.metric_variables]
         self.latest = position
         if self.chief:
@@ -242,7 +243,7 @@ class RunBackup:
     def _set_aside_newer_than(self, position: Position) -> None:
         """Moves the (damaged) backups newer than `position` into backup/damaged/ and names `position`
         in the index: the manager then never counts them among the backups it keeps."""
-        newer = [p for p in _candidates(self.directory) if int(p.rsplit("-", 1)[1]) > position.global_step]
+        newer = [p for p in _backup_paths(self.directory) if int(p.rsplit("-", 1)[1]) > position.global_step]
         if not newer:
             return
         damaged = os.path.join(self.directory, "damaged")
@@ -252,13 +253,13 @@ class RunBackup:
             for name in os.listdir(self.directory):
                 if name == prefix or name.startswith(prefix + "."):
                     os.replace(os.path.join(self.directory, name), os.path.join(damaged, name))
-        kept = [p for p in _candidates(self.directory) if int(p.rsplit("-", 1)[1]) <= position.global_step]
+        kept = [p for p in _backup_paths(self.directory) if int(p.rsplit("-", 1)[1]) <= position.global_step]
         # The index's text format (TensorFlow's CheckpointState), replaced whole.
         names = [os.path.basename(p) for p in reversed(kept)]
         index = [f'model_checkpoint_path: "{os.path.basename(position.path)}"']
         write_atomic(os.path.join(self.directory, "checkpoint"),
                      "\n".join(index + [f'all_model_checkpoint_paths: "{n}"' for n in names]) + "\n")
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, MAX_TO_KEEP)
+        self.manager = tf.train.CheckpointManager(self.contents, self.directory, BACKUPS_KEPT)
 
     def restore_epoch_metrics(self) -> None:
         """Puts back the running loss and z_std of the interrupted epoch (Keras reset them)."""
@@ -295,7 +296,7 @@ class RunBackup:
         else:
             shutil.rmtree(self.scratch, ignore_errors=True)
             os.mkdir(self.scratch, mode=0o700)
-            path = self.checkpoint.write(os.path.join(self.scratch, "ckpt"))
+            path = self.contents.write(os.path.join(self.scratch, "ckpt"))
             shutil.rmtree(self.scratch, ignore_errors=True)
         self.latest = Position(epoch, step, self.steps_per_epoch, path)
 

@@ -29,7 +29,8 @@ from simsiam_keras.config import (
     EVAL_RESIZE_RATIO,
     FinetuneConfig,
     finetune_epochs,
-    make_linear_eval_config,
+    make_linear_probe_config,
+    scaled_lr,
 )
 from simsiam_keras.data.eval_splits import EvalData, eval_data
 from simsiam_keras.data.labelled import LabelChoice, choose_labels, split_labels, subset, write_indices
@@ -87,7 +88,7 @@ def plan_schedule(config: FinetuneConfig, labelled: int, fraction: float, replic
         batch = max(replicas, 2 ** int(math.log2(labelled)) // replicas * replicas)
         notes.append(f"batch {config.batch_size} capped to the {labelled} labelled images: {batch}")
     check_batch_size(batch, replicas)
-    lr = config.base_lr * batch / 256
+    lr = scaled_lr(config.base_lr, batch)
     steps = math.ceil(labelled / batch)
     epochs = config.epochs or finetune_epochs(fraction)
     if config.epochs is None:
@@ -168,7 +169,7 @@ def _labelled_data(data: EvalData, labels: str, seed: int) -> tuple[LabelChoice,
 
 def _probe(backbone: keras.Model, labelled: EvalData, ratio: float) -> dict[str, Any]:
     """The linear probe (L-BFGS on cached features) of the frozen encoder on the same labels."""
-    _, result = linear_probe(backbone, labelled, make_linear_eval_config("lbfgs", eval_resize_ratio=ratio))
+    _, result = linear_probe(backbone, labelled, make_linear_probe_config("lbfgs", eval_resize_ratio=ratio))
     return {"top1": result["top1"], "top5": result["top5"], "knn_top1": result["knn_top1"], "recipe": "lbfgs"}
 
 

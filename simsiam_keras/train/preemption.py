@@ -4,7 +4,7 @@ Spot VMs, Kubernetes evictions and SLURM (`--signal`) send SIGTERM, or a chosen 
 seconds before they kill. `PreemptionSignals` replaces the handlers of those signals with one
 that only records the signal; `StopOnSignal`, a Keras callback, looks at that record after each
 step (or each `steps_per_execution` block, the only points Keras calls back), and stops training
-there: it calls the `save` it was given (a backup) and raises `Preempted`. A second signal during
+there: it calls the `back_up` it was given and raises `Preempted`. A second signal during
 the backup is recorded and ignored, so it cannot interrupt the write.
 
 Every worker of a job must stop at the same step, and under multi-worker training only one of
@@ -117,9 +117,9 @@ def _agreement(strategy: tf.distribute.Strategy | None) -> Callable[[int | None]
 
 
 class StopOnSignal(keras.callbacks.Callback):
-    """Stops `fit` at the first step (or block) after a recorded signal: `save()`, then `Preempted`.
+    """Stops `fit` at the first step (or block) after a recorded signal: `back_up()`, then `Preempted`.
 
-    `save` backs the run up where it stands and returns that place as (epoch, step), epoch
+    `back_up` backs the run up where it stands and returns that place as (epoch, step), epoch
     1-based, for the message. Put this callback last: the step's other callbacks (a scheduled
     backup among them) have run. On the last step of an epoch the epoch ends first (its history
     row and epoch-end backup are written by their callbacks) and the stop comes after it.
@@ -127,16 +127,16 @@ class StopOnSignal(keras.callbacks.Callback):
     part in the per-step all-reduce.
     """
 
-    def __init__(self, signals: PreemptionSignals, save: Callable[[], tuple[int, int]],
+    def __init__(self, signals: PreemptionSignals, back_up: Callable[[], tuple[int, int]],
                  strategy: tf.distribute.Strategy | None = None):
         super().__init__()
         self.signals = signals
-        self.save = save
+        self.back_up = back_up
         self.agree = _agreement(strategy)
         self._pending: int | None = None
 
     def _stop(self, signum: int) -> None:
-        epoch, step = self.save()
+        epoch, step = self.back_up()
         raise Preempted(signum, epoch, step)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:

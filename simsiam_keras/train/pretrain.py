@@ -18,7 +18,7 @@ from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.config import MONITOR_IMAGES, SimSiamConfig, check_config, expected_duration
 from simsiam_keras.data import pipeline, sources
 from simsiam_keras.data.eval_splits import EvalData, find_eval_data
-from simsiam_keras.data.images import DataSource
+from simsiam_keras.data.images import DataSource, EncodedImages
 from simsiam_keras.evaluate.curves import plot_history
 from simsiam_keras.evaluate.monitor import KNNMonitor
 from simsiam_keras.method.model import SimSiam, build_simsiam
@@ -145,6 +145,156 @@ def describe_plan(config: SimSiamConfig, source: DataSource, steps: int, monitor
             + (f"; takes {duration}" if duration else ""))
 
 
+@dataclasses.dataclass
+class PretrainRun:
+    """A pretraining run ready to fit: its settings, strategy, data, compiled model, backup and start position."""
+
+    config: SimSiamConfig
+    strategy: tf.distribute.Strategy
+    source: DataSource
+    images: np.ndarray | EncodedImages  # source.pretrain_images, made once
+    monitor_data: EvalData | None
+    steps: int  # per epoch
+    cache_decoded: bool
+    model: SimSiam
+    backup: backup.RunBackup
+    start_at: backup.Position | None  # None: a fresh run
+    started: float  # time.time() when the model began to be built
+
+    @property
+    def chief(self) -> bool:
+        """Whether this process writes the run folder."""
+        return is_chief(self.strategy)
+
+    @property
+    def history_path(self) -> str:
+        return os.path.join(self.config.output_dir, "history.csv")
+
+
+def check_run(config: SimSiamConfig) -> tuple[PreemptionSignals, backup.Position | None]:
+    """Refuses settings no run can use, and a folder this run cannot write or resume, before anything is read;
+    returns the preemption signals to catch and the backup to resume from (None: a fresh run)."""
+    check_config(config)
+    check_backbone(config.backbone, config.image_size, config.backbone_width)
+    check_output_dir(config.output_dir)
+    if config.backup_every_steps < 0:
+        raise ValueError(f"backup_every_steps must be 0 (epoch ends only) or more, got {config.backup_every_steps}")
+    signals = PreemptionSignals(config.preemption_signal)  # a bad signal name is refused before anything is read
+    RunLock(config.output_dir, config.force_unlock).check()
+    return signals, backup.check_resumable(config)
+
+
+def prepare_run(config: SimSiamConfig, strategy: tf.distribute.Strategy, start_at: backup.Position | None,
+                source: DataSource | None = None, verbose: int | str = "auto") -> PretrainRun:
+    """Reads the data, builds and compiles the model, restores the backup `start_at` and writes config.json;
+    call with the run folder's lock held (`pretrain` does)."""
+    if config.restart and is_chief(strategy):
+        shutil.rmtree(backup.backup_dir(config.output_dir), ignore_errors=True)
+    check_batch_size(config.batch_size, strategy.num_replicas_in_sync)
+    if source is None:
+        source = sources.load_dataset(config.dataset, config.image_size, config.seed, config.data_dir)
+    monitor_data = _monitor_data(config, source)
+    keras.utils.set_random_seed(config.seed)
+    images = source.pretrain_images
+    pipeline.check_batch_fits(len(images), config.batch_size)
+    cache_decoded = pipeline.cache_pays(images, config.cache_decoded)
+    pipeline.check_augment_on(config.augment_on)
+    steps = config.steps_per_epoch or pipeline.steps_per_epoch(len(images), config.batch_size)
+    check_steps_per_execution(config, steps, start_at)
+    started = time.time()
+    model = build_compiled_model(config, strategy, steps, num_images=len(images))
+    if verbose != 0:  # after the last check that can refuse the settings
+        print(describe_plan(config, source, steps, monitor_data), flush=True)
+    run = PretrainRun(config, strategy, source, images, monitor_data, steps, cache_decoded, model,
+                      backup.RunBackup(model, config.output_dir, strategy, steps), start_at, started)
+    if start_at is not None:
+        run.backup.restore(start_at)
+        print(f"resuming {config.output_dir} from its backup at the {start_at.describe()} (global step {start_at.global_step})")
+    if run.chief:
+        os.makedirs(config.output_dir, exist_ok=True)
+        settings = {**config.to_dict(), "data": _describe(source, monitor_data)}
+        write_atomic(os.path.join(config.output_dir, "config.json"), json.dumps(settings, indent=2, sort_keys=True))
+        keep_history(run.history_path, start_at.epoch if start_at else 0)
+    return run
+
+
+def make_monitor(run: PretrainRun) -> KNNMonitor | None:
+    """The kNN monitor of the run's labelled splits (None without them); it measures the random init on a fresh run."""
+    if run.monitor_data is None:
+        return None
+    config = run.config
+    monitor = KNNMonitor(run.monitor_data, config.knn_every, config.knn_k, config.knn_temperature,
+                         config.eval_resize_ratio)
+    monitor.evaluate_at_start = run.start_at is None
+    return monitor
+
+
+def make_callbacks(run: PretrainRun, monitor: KNNMonitor | None,
+                   signals: PreemptionSignals) -> list[keras.callbacks.Callback]:
+    """The run's callbacks in their order: kNN monitor, skipped-file counter, divergence guard, history and
+    TensorBoard (chief), backups, then the stop on a preemption signal."""
+    config, start_at = run.config, run.start_at
+    callbacks: list[keras.callbacks.Callback] = [monitor] if monitor else []
+    if run.source.train_stream is not None and not config.data_service:
+        callbacks.append(pipeline.SkippedFiles())  # the input pipeline counts into it (`fit`)
+    resumed_at = (start_at.epoch, start_at.step) if start_at and start_at.step else None
+    callbacks.append(DivergenceGuard(run.steps, resumed_at, config.steps_per_execution))
+    if run.chief:
+        logs = os.path.join(config.output_dir, "logs")
+        callbacks += [HistoryCSV(run.history_path), keras.callbacks.TensorBoard(logs)]
+    # Last: an epoch's backup follows its history row, and a diverged step is never backed up;
+    # then the stop on a preemption signal, after the step's scheduled backup.
+    backups = backup.BackupCallback(run.backup, config.backup_every_steps, start_at)
+    return callbacks + [backups, StopOnSignal(signals, backups.backup_now, run.strategy)]
+
+
+def fit(run: PretrainRun, callbacks: list[keras.callbacks.Callback],
+        verbose: int | str = "auto") -> dict[str, list[float]]:
+    """Trains the epochs left from the run's start position (the rest of an interrupted epoch first); the history.
+
+    A diverged loss raises `DivergenceError` naming the last good backup.
+    """
+    config, model = run.config, run.model
+    skipped = next((c for c in callbacks if isinstance(c, pipeline.SkippedFiles)), None)
+    segments = backup.resume_segments(run.start_at, config.epochs, run.steps)
+    if not segments:
+        print(f"{config.output_dir}: all {config.epochs} epochs were already trained")
+    history: dict[str, list[float]] = {}
+    try:
+        for segment in segments:
+            dataset = run.strategy.distribute_datasets_from_function(pipeline.input_fn(
+                run.images, SimSiamAugment(config.image_size, config.augment), config.batch_size,
+                config.seed, data_service=config.data_service, skip_steps=segment.skip, skipped=skipped,
+                cache_decoded=run.cache_decoded, augment_on=config.augment_on,
+                image_ids=model.target_bank is not None,
+            ))
+            fitted = model.fit(
+                dataset, initial_epoch=segment.first, epochs=config.epochs, steps_per_epoch=segment.steps,
+                callbacks=callbacks + ([backup.StopAtEpochEnd()] if segment.one_epoch else []), shuffle=False,
+                verbose=verbose,
+            )
+            for key, values in fitted.history.items():
+                history.setdefault(key, []).extend(values)
+    except DivergenceError as error:
+        last = run.backup.latest
+        kept = f"the last good backup ({last.describe()}) is in {run.backup.directory}" if last else "no backup was made"
+        raise DivergenceError(f"{error}; {kept}") from None
+    return history
+
+
+def save_run(run: PretrainRun, history: dict[str, list[float]], knn_before: float | None) -> PretrainResult:
+    """Writes model.keras and curves.png (chief); the run's result."""
+    config, model = run.config, run.model
+    if isinstance(run.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        resolver = run.strategy.cluster_resolver
+        print(f"{resolver.task_type} {resolver.task_id}: final weights fingerprint {weights_fingerprint(model)}")
+    if run.chief:
+        model.save(os.path.join(config.output_dir, "model.keras"))
+        if history or run.start_at is not None:
+            plot_history([config.output_dir], os.path.join(config.output_dir, "curves.png"))
+    return PretrainResult(model, history, config.output_dir, time.time() - run.started, knn_before)
+
+
 def pretrain(config: SimSiamConfig, source: DataSource | None = None, verbose: int | str = "auto") -> PretrainResult:
     """Pretrains SimSiam as `config` says and writes the run directory.
 
@@ -160,103 +310,21 @@ def pretrain(config: SimSiamConfig, source: DataSource | None = None, verbose: i
     While it runs, the process holds the folder's lock (run.lock): a second run into it is
     refused with `RunLocked` (docs/preemption.md).
     """
-    check_config(config)
-    check_backbone(config.backbone, config.image_size, config.backbone_width)
-    check_output_dir(config.output_dir)
-    if config.backup_every_steps < 0:
-        raise ValueError(f"backup_every_steps must be 0 (epoch ends only) or more, got {config.backup_every_steps}")
-    signals = PreemptionSignals(config.preemption_signal)  # a bad signal name is refused before anything is read
-    RunLock(config.output_dir, config.force_unlock).check()
-    start_at = backup.check_resumable(config)
+    signals, start_at = check_run(config)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)
     # Only the chief writes the folder, so only it holds the lock.
     lock = RunLock(config.output_dir, config.force_unlock) if is_chief(strategy) else contextlib.nullcontext()
     with lock, signals:
-        if config.restart and is_chief(strategy):
-            shutil.rmtree(backup.backup_dir(config.output_dir), ignore_errors=True)
-        return _pretrain(config, source, verbose, strategy, start_at, signals)
-
-
-def _pretrain(config: SimSiamConfig, source: DataSource | None, verbose: int | str, strategy: tf.distribute.Strategy,
-              start_at: backup.Position | None, signals: PreemptionSignals) -> PretrainResult:
-    check_batch_size(config.batch_size, strategy.num_replicas_in_sync)
-    if source is None:
-        source = sources.load_dataset(config.dataset, config.image_size, config.seed, config.data_dir)
-    monitor_data = _monitor_data(config, source)
-    keras.utils.set_random_seed(config.seed)
-    images = source.pretrain_images
-    pipeline.check_batch_fits(len(images), config.batch_size)
-    cache_decoded = pipeline.cache_pays(images, config.cache_decoded)
-    pipeline.check_augment_on(config.augment_on)
-    steps = config.steps_per_epoch or pipeline.steps_per_epoch(len(images), config.batch_size)
-    check_steps_per_execution(config, steps, start_at)
-    start = time.time()
-    model = build_compiled_model(config, strategy, steps, num_images=len(images))
-    if verbose != 0:  # after the last check that can refuse the settings
-        print(describe_plan(config, source, steps, monitor_data), flush=True)
-    run_backup = backup.RunBackup(model, config.output_dir, strategy, steps)
-    if start_at is not None:
-        run_backup.restore(start_at)
-        print(f"resuming {config.output_dir} from its backup at the {start_at.describe()} (global step {start_at.global_step})")
-    chief = is_chief(strategy)
-    history_path = os.path.join(config.output_dir, "history.csv")
-    if chief:
-        os.makedirs(config.output_dir, exist_ok=True)
-        settings = {**config.to_dict(), "data": _describe(source, monitor_data)}
-        write_atomic(os.path.join(config.output_dir, "config.json"), json.dumps(settings, indent=2, sort_keys=True))
-        keep_history(history_path, start_at.epoch if start_at else 0)
-    history: dict[str, list[float]] = {}
-    knn_before = None
-    monitor = None
-    if monitor_data is not None:
-        monitor = KNNMonitor(monitor_data, config.knn_every, config.knn_k, config.knn_temperature,
-                             config.eval_resize_ratio)
-        monitor.evaluate_at_start = start_at is None
-    if config.epochs > 0:
-        callbacks: list[keras.callbacks.Callback] = [monitor] if monitor else []
-        skipped = pipeline.SkippedFiles() if source.train_stream is not None and not config.data_service else None
-        callbacks += [skipped] if skipped else []
-        resumed_at = (start_at.epoch, start_at.step) if start_at and start_at.step else None
-        callbacks += [DivergenceGuard(steps, resumed_at, config.steps_per_execution)]
-        callbacks += [HistoryCSV(history_path), keras.callbacks.TensorBoard(os.path.join(config.output_dir, "logs"))] if chief else []
-        # Last: an epoch's backup follows its history row, and a diverged step is never backed up;
-        # then the stop on a preemption signal, after the step's scheduled backup.
-        backups = backup.BackupCallback(run_backup, config.backup_every_steps, start_at)
-        callbacks += [backups, StopOnSignal(signals, backups.backup_now, strategy)]
-        segments = backup.resume_segments(start_at, config.epochs, steps)
-        if not segments:
-            print(f"{config.output_dir}: all {config.epochs} epochs were already trained")
-        try:
-            for segment in segments:
-                dataset = strategy.distribute_datasets_from_function(pipeline.input_fn(
-                    images, SimSiamAugment(config.image_size, config.augment), config.batch_size, config.seed,
-                    data_service=config.data_service, skip_steps=segment.skip, skipped=skipped,
-                    cache_decoded=cache_decoded, augment_on=config.augment_on,
-                    image_ids=model.target_bank is not None,
-                ))
-                fit = model.fit(
-                    dataset, initial_epoch=segment.first, epochs=config.epochs, steps_per_epoch=segment.steps,
-                    callbacks=callbacks + ([backup.StopAtEpochEnd()] if segment.one_epoch else []), shuffle=False,
-                    verbose=verbose,
-                )
-                for key, values in fit.history.items():
-                    history.setdefault(key, []).extend(values)
-        except DivergenceError as error:
-            last = run_backup.latest
-            kept = f"the last good backup ({last.describe()}) is in {run_backup.directory}" if last else "no backup was made"
-            raise DivergenceError(f"{error}; {kept}") from None
-        knn_before = monitor.initial_accuracy if monitor else None
-    elif monitor:
-        monitor.set_model(model)
-        knn_before = monitor.evaluate()
-        print(f"random init: knn_acc {knn_before:.4f}")
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        resolver = strategy.cluster_resolver
-        print(f"{resolver.task_type} {resolver.task_id}: final weights fingerprint {weights_fingerprint(model)}")
-    if chief:
-        model.save(os.path.join(config.output_dir, "model.keras"))
-        if history or start_at is not None:
-            plot_history([config.output_dir], os.path.join(config.output_dir, "curves.png"))
-    return PretrainResult(model, history, config.output_dir, time.time() - start, knn_before)
+        run = prepare_run(config, strategy, start_at, source, verbose)
+        monitor = make_monitor(run)
+        history, knn_before = {}, None
+        if config.epochs > 0:
+            history = fit(run, make_callbacks(run, monitor, signals), verbose)
+            knn_before = monitor.initial_accuracy if monitor else None
+        elif monitor:
+            monitor.set_model(run.model)
+            knn_before = monitor.evaluate()
+            print(f"random init: knn_acc {knn_before:.4f}")
+        return save_run(run, history, knn_before)

@@ -1,4 +1,4 @@
-"""The paper's hyper-parameters, in one place, and the presets that override them.
+"""Pretraining's settings: the paper's ImageNet recipe as defaults, the presets that override them, and their checks.
 
 Defaults are SimSiam's ImageNet recipe (Sec. 3 and Appendix A of Chen & He, 2021);
 a preset is a plain mapping of overrides (Appendix D for CIFAR).
@@ -12,23 +12,13 @@ import math
 import re
 from typing import Any, Mapping
 
+from simsiam_keras.config.recipe import CROP_RATIO, EVAL_RESIZE_RATIO, FLIP_PROB, Recipe, check_eval_resize_ratio
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Host memory a dataset may take when held decoded: TFDS datasets below it are read into
-# arrays, folders below it are cached decoded; above it, images stream as encoded bytes.
-DATA_MEMORY_BUDGET_BYTES = 2 * 1024**3
-# Elements of encoded images kept in the shuffle buffer of a streamed TFDS dataset
-# (about 1 GB of ImageNet JPEGs), on top of TFDS's shuffling of its record files.
-STREAM_SHUFFLE_BUFFER = 10_000
-CACHE_DECODED = ("auto", "on", "off")
 # Where the views' appearance (flip, colour jitter, grayscale, blur) is drawn: in the input
 # pipeline on the host CPU, or in the train step on the device that runs it.
 AUGMENT_ON = ("host", "device")
-# Images of each labelled split a streamed dataset (folder, large TFDS) decodes for the kNN monitor.
-MONITOR_IMAGES = 10_000
-# The evaluation view (Appendix A): resize the shorter side to crop x 256/224, then take the centre crop.
-EVAL_RESIZE_RATIO = 256 / 224
 
 
 @dataclasses.dataclass
@@ -36,8 +26,8 @@ class AugmentConfig:
     """Augmentation recipe (Appendix A, torchvision semantics)."""
 
     crop_scale: tuple[float, float] = (0.2, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_prob: float = 0.5
+    crop_ratio: tuple[float, float] = CROP_RATIO
+    flip_prob: float = FLIP_PROB
     jitter_prob: float = 0.8
     brightness: float = 0.4
     contrast: float = 0.4
@@ -51,7 +41,7 @@ class AugmentConfig:
 
 
 @dataclasses.dataclass
-class SimSiamConfig:
+class SimSiamConfig(Recipe):
     """Everything a pretraining run needs; defaults are the paper's ImageNet recipe."""
 
     # Data
@@ -138,14 +128,6 @@ class SimSiamConfig:
     steps_per_execution: int = 1
     # tf.config.experimental.enable_op_determinism(): bit-identical reruns, slower.
     deterministic: bool = False
-
-    @property
-    def lr(self) -> float:
-        """Linear scaling rule: base_lr x global batch / 256."""
-        return self.base_lr * self.batch_size / 256
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -242,141 +224,6 @@ def make_config(preset: str | None = None, **overrides: Any) -> SimSiamConfig:
     return SimSiamConfig.from_dict(values)
 
 
-@dataclasses.dataclass
-class LinearEvalConfig:
-    """Linear classification on frozen pool5 features; defaults are the paper's recipe (Appendix A).
-
-    Gradient recipes (`lars`, `sgd`): lr = base_lr x batch / 256, cosine decay to 0, momentum 0.9,
-    wd 0, 90 epochs; the head is initialised N(0, 0.01) with zero bias, as in the authors'
-    `main_lincls.py`. Training views are torchvision's RandomResizedCrop (default scale (0.08, 1)) +
-    horizontal flip; evaluation resizes the shorter side to crop x 256/224 and takes the centre crop.
-    `lbfgs`: multinomial logistic regression on cached features, fitted full-batch by L-BFGS with its
-    L2 penalty chosen from `l2_grid` on a held-out slice of the training split, then refitted on all of it.
-    """
-
-    optimizer: str = "lars"  # "lars" (apex LARC, trust coefficient 0.001), "sgd" or "lbfgs"
-    base_lr: float = 0.02
-    batch_size: int = 4096
-    epochs: int = 90
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    trust_coefficient: float = 0.001
-    head_init_std: float = 0.01
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_prob: float = 0.5
-    # None: the ratio the checkpoint's run used (its config.json or export metadata), else the paper's.
-    eval_resize_ratio: float | None = None
-    # Extract features once, without augmentation, and train the head on them (fast on a CPU).
-    cache_features: bool = False
-    # l2-normalise the pooled features before the head (the saved classifier holds the normalisation).
-    normalize_features: bool = False
-    # lbfgs: penalties (lambda/2 ||W||^2 on the mean cross-entropy) tried on the held-out slice.
-    l2_grid: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-    holdout_fraction: float = 0.2
-    max_iterations: int = 500
-    seed: int = 0
-
-    @property
-    def lr(self) -> float:
-        """Linear scaling rule, as the authors' code applies it: base_lr x batch / 256."""
-        return self.base_lr * self.batch_size / 256
-
-    @property
-    def full_batch(self) -> bool:
-        """Whether the head is fitted full-batch to convergence (no epochs, batch or lr)."""
-        return self.optimizer == "lbfgs"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-LINEAR_EVAL_PRESETS: dict[str, dict[str, Any]] = {
-    # Appendix A: LARS, base lr 0.02 (0.32 at batch 4096), cosine, 90 epochs, wd 0.
-    "paper": {},
-    # The authors' released main_lincls.py defaults with --lars: base lr 0.1 (1.6 at batch 4096).
-    "lars_code": {"base_lr": 0.1},
-    # Appendix A's alternative (from MoCo): SGD, lr 30 at batch 256, wd 0; ~1% lower on ImageNet.
-    "sgd": {"optimizer": "sgd", "base_lr": 30.0, "batch_size": 256},
-    # The authors' main_lincls.py without --lars: SGD, base lr 0.1 x batch / 256, batch 4096.
-    "sgd_scaled": {"optimizer": "sgd", "base_lr": 0.1},
-    # Small sets: L2-regularised multinomial logistic regression on cached, l2-normalised features,
-    # full-batch L-BFGS, the penalty chosen on a held-out slice (Kornblith et al. 2019's protocol,
-    # which SimCLR's and CLIP's linear probes use on small datasets).
-    "lbfgs": {"optimizer": "lbfgs", "cache_features": True, "normalize_features": True},
-}
-# Settings of the gradient recipes that a full-batch fit has no use for.
-GRADIENT_ONLY = ("epochs", "batch_size", "base_lr")
-GRADIENT_RECIPES = tuple(name for name, preset in LINEAR_EVAL_PRESETS.items() if preset.get("optimizer") != "lbfgs")
-
-# The paper's batch for the probe, and the steps an epoch from which its LARS recipe is the default.
-# LARS with trust coefficient 0.001 moves the head by at most lr x 0.001 of its norm a step (x 10 with
-# momentum 0.9), so over T cosine steps at lr 0.32 the head can grow by a factor of at most
-# exp(0.0016 T) from its N(0, 0.01) initialisation: 1.3 for 5,000 images (2 steps an epoch, T = 180),
-# 6.5 for CIFAR-10 (13 steps): it stays near its random start. Measured on cached features of the
-# quickstart encoder, with batches of 4096 drawn for 90 epochs of S steps (docs/benchmarks.md, "Linear probe"):
-# LARS reaches top-1 0.15 at S = 3, 0.29 at 16, 0.49 at 64 and 0.53 at 128, where it matches the
-# `sgd` recipe (0.54); ImageNet gives S = 313. Below 128 steps an epoch (524,288 images) the
-# features of the training split are cached for the full-batch fit (4.3 GB at 2048-d, float32).
-PAPER_PROBE_BATCH = 4096
-LARS_MIN_STEPS_PER_EPOCH = 128
-
-
-def default_linear_eval_recipe(train_images: int) -> tuple[str, str]:
-    """The probe's recipe for a training split of `train_images` images, and why (one line).
-
-    The paper's LARS recipe where the split gives at least LARS_MIN_STEPS_PER_EPOCH steps an epoch
-    at its batch of 4096 (ImageNet scale), else `lbfgs`, which converges at any size.
-    """
-    steps = math.ceil(train_images / PAPER_PROBE_BATCH)
-    scale = (f"{train_images:,} training images give {steps} step{'s' * (steps != 1)} an epoch at the paper's "
-             f"batch {PAPER_PROBE_BATCH}")
-    if steps >= LARS_MIN_STEPS_PER_EPOCH:
-        return "paper", f"{scale} (>= {LARS_MIN_STEPS_PER_EPOCH}): enough for the paper's LARS recipe"
-    return "lbfgs", (f"{scale} (< {LARS_MIN_STEPS_PER_EPOCH}): too few for LARS to move the head, "
-                     f"so full-batch L-BFGS on l2-normalised features")
-
-
-def make_linear_eval_config(recipe: str = "paper", **overrides: Any) -> LinearEvalConfig:
-    """A linear-eval recipe by name, then the caller's overrides (None means "keep")."""
-    if recipe not in LINEAR_EVAL_PRESETS:
-        raise ValueError(f"recipe {recipe!r} is unknown: choose one of {', '.join(LINEAR_EVAL_PRESETS)}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    values = {**LINEAR_EVAL_PRESETS[recipe], **overrides}
-    unknown = set(values) - {f.name for f in dataclasses.fields(LinearEvalConfig)}
-    if unknown:
-        raise ValueError(f"unknown linear-eval fields {sorted(unknown)}")
-    config = LinearEvalConfig(**values)
-    if config.optimizer not in ("lars", "sgd", "lbfgs"):
-        raise ValueError(f"optimizer must be 'lars', 'sgd' or 'lbfgs', got {config.optimizer!r}")
-    for name in ("batch_size", "epochs", "max_iterations"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
-    if config.base_lr <= 0:
-        raise ValueError(f"base_lr must be positive, got {config.base_lr}")
-    if config.full_batch:
-        given = [name for name in GRADIENT_ONLY if name in overrides]
-        if given:
-            raise ValueError(f"{given[0]} does not apply to the {recipe} recipe (full-batch L-BFGS, fitted to "
-                             f"convergence): choose a gradient recipe ({', '.join(GRADIENT_RECIPES)}) to set it")
-        if not config.cache_features:
-            raise ValueError(f"cache_features: the {recipe} recipe fits the head on cached features")
-        if not config.l2_grid or not all(math.isfinite(v) and v > 0 for v in config.l2_grid):
-            raise ValueError(f"l2_grid must hold positive numbers, got {config.l2_grid}")
-        if not 0 < config.holdout_fraction < 1:
-            raise ValueError(f"holdout_fraction must be in (0, 1), got {config.holdout_fraction}")
-    if config.eval_resize_ratio is not None:
-        check_eval_resize_ratio(config.eval_resize_ratio)
-    return config
-
-
-def check_eval_resize_ratio(ratio: float) -> float:
-    """The evaluation view crops inside the resized image: the ratio must be a number >= 1."""
-    if not (math.isfinite(ratio) and ratio >= 1):
-        raise ValueError(f"eval_resize_ratio must be a number >= 1 (the paper's is 256/224), got {ratio}")
-    return ratio
-
-
 def check_target_momentum(momentum: float) -> float:
     """The moving average's m must be in [0, 1): at 1 the targets would never move."""
     number = isinstance(momentum, (int, float)) and not isinstance(momentum, bool)
@@ -427,82 +274,3 @@ def check_config(config: SimSiamConfig) -> SimSiamConfig:
     if config.data_service and not re.fullmatch(r"[a-z][a-z0-9+]*://[^/\s]+", config.data_service):
         raise ValueError(f"data_service {config.data_service!r}: expected PROTOCOL://HOST:PORT, e.g. grpc://host:5050")
     return config
-
-
-# `benchmark.py train`: the global batch timed for each preset, sized for one CPU or GPU
-# (the recipes' batch of 512 would take minutes per step at 224 px on a CPU).
-BENCHMARK_BATCH_SIZE = {"cifar": 256, "imagenet": 32}
-
-
-@dataclasses.dataclass
-class FinetuneConfig:
-    """Semi-supervised fine-tuning: the whole backbone + a linear head, end to end (SimCLR Appendix B.5, BYOL).
-
-    SGD with Nesterov momentum 0.9, lr = base_lr x batch / 256 (0.8 at batch 4096), cosine decay to 0
-    without warm-up, no weight decay; random resized crop + flip only; BatchNorm in training mode.
-    60 epochs for 1% of ImageNet's labels, 30 for 10% (`epochs` None: chosen from the fraction).
-    A small labelled set gives few steps an epoch: epochs are raised until the run takes `min_steps`
-    (ImageNet 1% at batch 4096 takes 4 x 60 = 240), and the batch is capped to the labelled images.
-    """
-
-    base_lr: float = 0.05
-    batch_size: int = 4096
-    epochs: int | None = None
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 0.0
-    min_steps: int = 200
-    head_init_std: float = 0.01
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_prob: float = 0.5
-    # None: the ratio the checkpoint's run used, else the paper's 256/224.
-    eval_resize_ratio: float | None = None
-    mixed_precision: str = "off"
-    strategy: str = "auto"
-    cpu_replicas: int = 0
-    # Global steps between backups (0: at epoch ends only).
-    backup_every_steps: int = 0
-    resume: bool = False
-    output_dir: str = "runs/finetune"
-    seed: int = 0
-
-    @property
-    def lr(self) -> float:
-        return self.base_lr * self.batch_size / 256
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-# Epochs of the semi-supervised protocol by labelled fraction (SimCLR B.5): up to 1% -> 60, more -> 30.
-FINETUNE_EPOCHS = ((0.01, 60), (1.0, 30))
-
-
-def finetune_epochs(fraction: float) -> int:
-    """The protocol's epochs for a labelled fraction of the training split."""
-    return next(epochs for upto, epochs in FINETUNE_EPOCHS if fraction <= upto + 1e-9)
-
-
-def make_finetune_config(**overrides: Any) -> FinetuneConfig:
-    """The fine-tuning recipe with the caller's overrides (None means "keep"), checked."""
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(FinetuneConfig)}
-    if unknown:
-        raise ValueError(f"unknown fine-tuning fields {sorted(unknown)}")
-    config = FinetuneConfig(**overrides)
-    for name in ("batch_size", "min_steps"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
-    if config.epochs is not None and config.epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {config.epochs}")
-    if config.base_lr <= 0:
-        raise ValueError(f"base_lr must be positive, got {config.base_lr}")
-    return config
-
-
-# simsiam-embed: points shown in the TensorBoard projector, and the cosine similarity above which two
-# images are reported as near-duplicates (chosen on re-encoded, resized and cropped digits against each
-# digit's nearest distinct digit: see docs/embed.md, "The duplicate threshold").
-PROJECTOR_POINTS = 10_000
-DUPLICATE_THRESHOLD = 0.995
