@@ -94,3 +94,5 @@ def test_tiny_peer_run_reports_both_rates_and_their_ratio():
     assert len(ours) == len(torch_rates) == 2  # two alternating rounds by default with a peer
     ratio = float(re.search(r"ours/torch: ([\d.]+)x", out).group(1))
     assert ratio == pytest.approx(max(ours) / max(torch_rates), rel=0.02, abs=0.01)
+    by_round = [float(x) for x in re.search(r"round by round: ([\d.x ]+)", out).group(1).replace("x", "").split()]
+    assert by_round == pytest.approx([a / b for a, b in zip(ours, torch_rates)], rel=0.02, abs=0.01)

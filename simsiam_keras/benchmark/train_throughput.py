@@ -46,7 +46,8 @@ def train_throughput(
     resnet50 at 224 px; width 64) and the batch from BENCHMARK_BATCH_SIZE. `peer="torch"` times the same step in PyTorch
     (torch_peer.TorchStep) alternately with ours, `rounds` times each (default 2 with a peer,
     else 1), both on `threads` threads (default: TensorFlow's intra-op thread count); the
-    rates are the best round of each, and `ratio` is ours over the peer's. `steps_per_execution`
+    rates are the best round of each, `ratio` is ours over the peer's, and `round_ratios` the
+    same per round. `steps_per_execution`
     and `jit_compile` are the pretraining run's settings of the same names. With
     `augment_on="device"` the step gets uint8 crops and view seeds and draws the views'
     appearance itself, as a `--augment-on device` run's does. With `profile_dir`, `steps` more
@@ -132,6 +133,8 @@ def train_throughput(
         "peer_rounds": peer_rates,
         "peer_images_per_second": max(peer_rates) if peer_rates else None,
         "ratio": best / max(peer_rates) if peer_rates else None,
+        # Round i of ours over round i of the peer's: the rounds alternate, so each pair shared the machine's state.
+        "round_ratios": [ours_rate / peer_rate for ours_rate, peer_rate in zip(rates, peer_rates)],
         "parameters": float(model.backbone.count_params()),
         "profile": op_time_by_type(profile_dir) if profile_dir else None,
         "peak_rss_mb": memory.peak_mb,

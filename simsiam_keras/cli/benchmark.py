@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  torch {result['peer_version']} peer: {result['peer_images_per_second']:.1f} images/s "
               f"(its own process, {result['threads']} threads each)")
         print(f"  rounds, images/s: ours {rates(result['rounds'])}; torch {rates(result['peer_rounds'])}")
-        print(f"  ours/torch: {result['ratio']:.2f}x")
+        print(f"  ours/torch: {result['ratio']:.2f}x (best round of each); round by round: "
+              + " ".join(f"{ratio:.2f}x" for ratio in result["round_ratios"]))
     if result["load_average"] is not None:
         print(f"  load average {result['load_average']:.2f} when the run started, on {os.cpu_count()} CPUs "
               f"(other processes slow both steps, the peer's threads more)")
