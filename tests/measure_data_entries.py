@@ -27,9 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 from simsiam_keras.config import MONITOR_IMAGES, make_config
-from simsiam_keras.data import eval_splits, sources
+from simsiam_keras.data import sources, spec
 from simsiam_keras.data.synthetic import CLASS_NAMES, make_synthetic
-from simsiam_keras.train.pretrain import pretrain
+from simsiam_keras.train import pretrain as pretraining
 
 PACKAGE = str(Path(sources.__file__).resolve().parent.parent)
 
@@ -42,13 +42,16 @@ def _module(frame) -> str | None:
     return str(Path(filename).relative_to(PACKAGE).with_suffix("")).replace(os.sep, ".")
 
 
-def traced(run) -> collections.Counter:
-    """(caller module, data module) -> entries while `run()` runs."""
+def traced(run) -> tuple[collections.Counter, int]:
+    """(caller module, data module) -> entries while `run()` runs, and the calls of `spec.parse_dataset`."""
     entries: collections.Counter = collections.Counter()
+    parses = 0
 
     def profile(frame, event, arg):
+        nonlocal parses
         if event != "call":
             return
+        parses += frame.f_code is spec.parse_dataset.__code__
         module = _module(frame)
         if module is None or not module.startswith("data."):
             return
@@ -64,7 +67,7 @@ def traced(run) -> collections.Counter:
         run()
     finally:
         sys.setprofile(None)
-    return entries
+    return entries, parses
 
 
 def write_folder(root: str) -> None:
@@ -91,13 +94,14 @@ def main(argv: list[str] | None = None) -> None:
         if calls_only:
             def run():
                 source = sources.load_dataset(config.dataset, config.image_size, config.seed, config.data_dir)
-                found = eval_splits.find_eval_data(source, config.data_dir, config.seed)
+                # The function pretrain calls, from wherever pretrain imports it.
+                found = pretraining.find_eval_data(source, config.data_dir, config.seed)
                 found.in_memory(config.image_size, config.eval_resize_ratio, MONITOR_IMAGES)
                 sources.describe(source)
         else:
             def run():
-                pretrain(config, verbose=0)
-        entries = traced(run)
+                pretraining.pretrain(config, verbose=0)
+        entries, parses = traced(run)
     by_module: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for (came_from, module), count in entries.items():
         by_module[module][came_from] += count
@@ -106,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     for module in sorted(by_module):
         froms = ", ".join(f"{m} {n}" for m, n in by_module[module].most_common())
         print(f"  {module:22s} {sum(by_module[module].values()):4d}   from {froms}")
-    print(f"  total {sum(entries.values())} entries into {len(by_module)} data/ modules")
+    print(f"  total {sum(entries.values())} entries into {len(by_module)} data/ modules; "
+          f"the spec parsed (parse_dataset called) {parses} times")
 
 
 if __name__ == "__main__":

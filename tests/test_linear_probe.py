@@ -21,7 +21,7 @@ from simsiam_keras.config import (
     default_linear_eval_recipe,
     make_linear_eval_config,
 )
-from simsiam_keras.data.eval_splits import eval_data
+from simsiam_keras.data.sources import eval_data
 from simsiam_keras.data.images import from_arrays
 from simsiam_keras.evaluate.knn import evaluate_knn
 from simsiam_keras.evaluate.linear_probe import (

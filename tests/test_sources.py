@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from simsiam_keras.data.eval_splits import eval_data
 from simsiam_keras.data.npz import load_npz
-from simsiam_keras.data.sources import load_dataset
+from simsiam_keras.data.sources import eval_data, load_dataset
 
 
 def test_npz_source_round_trip_and_grayscale(tmp_path):

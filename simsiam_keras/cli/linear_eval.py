@@ -34,7 +34,7 @@ from simsiam_keras.config import (
     default_linear_eval_recipe,
     make_linear_eval_config,
 )
-from simsiam_keras.data.eval_splits import eval_data
+from simsiam_keras.data.sources import eval_data
 from simsiam_keras.evaluate.linear_probe import run_linear_eval
 from simsiam_keras.export.load import load_backbone
 from simsiam_keras.files import check_output_dir
