@@ -83,7 +83,8 @@ def _decoded(encoded: tf.data.Dataset, image_size: int, resize_ratio: float, cas
         return (tf.cast(image, tf.float32) if cast else image), tf.cast(label, tf.int64), ok
 
     ds = encoded.map(load, num_parallel_calls=AUTOTUNE)  # deterministic: features keep the label order
-    return ds.filter(lambda image, label, ok: ok).map(lambda image, label, ok: (image, label))
+    # Lambdas with distinct arguments: AutoGraph tells lambdas on one line apart by their signatures.
+    return ds.filter(lambda image, label, ok: ok).map(lambda view, label, ok: (view, label))
 
 
 @dataclasses.dataclass
