@@ -20,9 +20,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from simsiam_keras.augment.recipe import SimSiamAugment  # noqa: E402
 from simsiam_keras.config import SimSiamConfig, make_config  # noqa: E402
-from simsiam_keras.data.eval_splits import eval_data  # noqa: E402
 from simsiam_keras.data.pipeline import two_view_dataset  # noqa: E402
-from simsiam_keras.data.sources import load_dataset  # noqa: E402
+from simsiam_keras.data.sources import eval_data, load_dataset  # noqa: E402
 from simsiam_keras.evaluate.embed import embed  # noqa: E402
 from simsiam_keras.evaluate.knn_eval import knn_eval  # noqa: E402
 from simsiam_keras.evaluate.linear_probe import linear_probe  # noqa: E402

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_keras.augment import batched, colour, seeds
+from simsiam_keras.augment import batch_appearance, colour, seeds
 from simsiam_keras.augment.blur import gaussian_blur, gaussian_kernel
 from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.config import AugmentConfig, make_config
@@ -72,7 +72,7 @@ def test_batched_draws_take_any_leading_shape_and_int32_seeds():
 
 def test_sample_appearance_draws_what_appearance_draws():
     rows = _seeds(500, salt=1)
-    params = {k: v.numpy() for k, v in batched.sample_appearance(RECIPE, tf.constant(rows)).items()}
+    params = {k: v.numpy() for k, v in batch_appearance.sample_appearance(RECIPE, tf.constant(rows)).items()}
 
     def host_params(seed):
         # The seed splits and draws of SimSiamAugment.appearance and the per-image ops it calls.
@@ -112,13 +112,13 @@ def test_the_same_seed_gives_the_same_view_on_host_and_device(preset, size):
 
 def test_batched_ops_equal_the_per_image_ops():
     images = np.random.default_rng(4).uniform(0, 1, (24, 12, 12, 3)).astype(np.float32)
-    params = batched.sample_appearance(RECIPE, tf.constant(_seeds(24, salt=5)))
+    params = batch_appearance.sample_appearance(RECIPE, tf.constant(_seeds(24, salt=5)))
     order, factors = params["order"].numpy(), params["factors"].numpy()
     applies = np.arange(24) % 3 != 0
-    jittered = batched.apply_color_jitter(tf.constant(images), order, factors, tf.constant(applies)).numpy()
+    jittered = batch_appearance.apply_color_jitter(tf.constant(images), order, factors, tf.constant(applies)).numpy()
     sigma = np.linspace(0.1, 2.0, 24, dtype=np.float32)
-    blurred = batched.gaussian_blur(tf.constant(images), sigma, 7).numpy()
-    hued = batched.rotate_hue(tf.constant(images), factors[:, colour.HUE]).numpy()
+    blurred = batch_appearance.gaussian_blur(tf.constant(images), sigma, 7).numpy()
+    hued = batch_appearance.rotate_hue(tf.constant(images), factors[:, colour.HUE]).numpy()
     for i, image in enumerate(images):
         want = colour.apply_color_jitter(tf.constant(image), tf.constant(order[i]), factors[i]) if applies[i] else image
         np.testing.assert_allclose(jittered[i], want, atol=1e-5)
@@ -170,7 +170,7 @@ def test_jitter_and_grayscale_views_have_the_host_distributions():
 
 
 def test_jitter_factors_and_order_have_torchvision_distributions_on_both_paths():
-    params = batched.sample_appearance(RECIPE, tf.constant(_seeds(DRAWS, salt=12)))
+    params = batch_appearance.sample_appearance(RECIPE, tf.constant(_seeds(DRAWS, salt=12)))
     host = _per_seed(lambda s: tf.concat([tf.cast(p, tf.float32) for p in colour.sample_color_jitter_params(
         RECIPE.brightness, RECIPE.contrast, RECIPE.saturation, RECIPE.hue, seeds.split_seed(s, 6)[3])], 0),
         _seeds(DRAWS, salt=13))

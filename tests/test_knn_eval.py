@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from simsiam_keras.config import make_config
-from simsiam_keras.data.eval_splits import eval_data
+from simsiam_keras.data.sources import eval_data
 from simsiam_keras.data.synthetic import make_synthetic
 from simsiam_keras.evaluate.knn import extract_labelled_features
 from simsiam_keras.evaluate.knn_eval import knn_eval

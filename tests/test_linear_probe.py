@@ -21,7 +21,7 @@ from simsiam_keras.config import (
     default_linear_probe_recipe,
     make_linear_probe_config,
 )
-from simsiam_keras.data.eval_splits import eval_data
+from simsiam_keras.data.sources import eval_data
 from simsiam_keras.data.images import from_arrays
 from simsiam_keras.evaluate.knn import knn_top1_of_model
 from simsiam_keras.evaluate.linear_probe import (

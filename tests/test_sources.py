@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from simsiam_keras.data.eval_splits import eval_data
 from simsiam_keras.data.npz import load_npz
-from simsiam_keras.data.sources import load_dataset
+from simsiam_keras.data.sources import eval_data, load_dataset
 
 
 def test_npz_source_round_trip_and_grayscale(tmp_path):
@@ -192,3 +191,24 @@ def test_folder_without_images_is_a_clear_error(tmp_path, layout):
         list_image_folder(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no such folder"):
         list_image_folder(str(tmp_path / "missing"))
+
+
+def test_a_streamed_dataset_is_resolved_once_and_evaluated_by_the_source_that_opened_it(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from simsiam_keras.data import sources
+
+    for split in ("train", "test"):
+        for label, colour in (("dark", 20), ("light", 230)):
+            for i in range(2):
+                _touch(tmp_path / split / label / f"{i}.png",
+                       tf.io.encode_png(tf.fill([8, 8, 3], tf.constant(colour, tf.uint8))).numpy())
+    parses = []
+    parse = sources.parse_dataset
+    monkeypatch.setattr(sources, "parse_dataset", lambda dataset: parses.append(dataset) or parse(dataset))
+    source = load_dataset(f"folder:{tmp_path}")
+    found, splits = sources.find_eval_data(source), sources.image_splits(source)
+    assert parses == [f"folder:{tmp_path}"]  # the pretraining images' source gave their splits too
+    assert isinstance(source.origin, sources.FolderSource) and len(source.train_stream) == 4
+    assert found.name == source.name and found.class_names == ["dark", "light"]
+    assert (found.bank.size, found.query.size) == (4, 4) and found.query.files == splits.splits["test"].files

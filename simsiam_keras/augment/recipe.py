@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
-from simsiam_keras.augment import batched
+from simsiam_keras.augment import batch_appearance
 from simsiam_keras.augment.blur import blur_kernel_size, random_gaussian_blur
 from simsiam_keras.augment.colour import color_jitter, random_grayscale
 from simsiam_keras.augment.crop import random_flip, random_resized_crop
@@ -82,12 +82,12 @@ class SimSiamAugment:
         """`appearance` of each view of an [N, image_size, image_size, 3] batch (uint8 or float in [0, 255]).
 
         Row i of [N, 2] `seeds` is view i's seed; each view gets the draws `appearance(views[i],
-        seeds[i])` gets (`batched.sample_appearance`). Batched ops only (`augment.batched`), for
-        the train step to run on whatever device runs it.
+        seeds[i])` gets (`batch_appearance.sample_appearance`). Batched ops only
+        (`augment.batch_appearance`), for the train step to run on whatever device runs it.
         """
         x = tf.ensure_shape(tf.cast(views, tf.float32), (None, self.image_size, self.image_size, 3)) / 255.0
-        params = batched.sample_appearance(self.config, seeds)
-        x = batched.apply_appearance(x, params, self.config, self.blur_kernel_size)
+        params = batch_appearance.sample_appearance(self.config, seeds)
+        x = batch_appearance.apply_appearance(x, params, self.config, self.blur_kernel_size)
         return tf.clip_by_value(x * 255.0, 0.0, 255.0)
 
     def get_config(self) -> dict[str, Any]:

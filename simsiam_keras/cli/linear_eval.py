@@ -34,7 +34,7 @@ from simsiam_keras.config import (
     default_linear_probe_recipe,
     make_linear_probe_config,
 )
-from simsiam_keras.data.eval_splits import eval_data
+from simsiam_keras.data.sources import eval_data
 from simsiam_keras.evaluate.linear_probe import linear_probe_of_run
 from simsiam_keras.run_files import check_output_dir
 from simsiam_keras.saved_run import load_backbone

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -69,7 +70,7 @@ class DataSource:
     """The images pretraining reads: uint8 NHWC RGB arrays, or `train_stream` of encoded images.
 
     Arrays may carry labels and a test split (the kNN monitor uses them); a streamed source's
-    labelled splits are read for evaluation by `data.eval_splits`.
+    labelled splits are found by the source that opened it (`origin`, see `data.sources`).
     """
 
     name: str
@@ -79,6 +80,8 @@ class DataSource:
     y_test: np.ndarray | None = None
     x_unlabelled: np.ndarray | None = None
     train_stream: EncodedImages | None = None
+    # The `data.sources.Source` that opened a streamed dataset: its evaluation splits come from there.
+    origin: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def pretrain_images(self) -> np.ndarray | EncodedImages:

@@ -1,8 +1,10 @@
 """The two-view `tf.data` pipeline that feeds SimSiam (Figure 1: x -> two augmented views x1, x2).
 
 The pipeline reads each image once and draws both views from it, with every random
-parameter drawn per image and per view. Under a `tf.distribute` strategy, `input_fn` gives
-each worker its own shard of the data.
+parameter drawn per image and per view. `two_view_dataset` composes a reader of the images
+(in-memory arrays, encoded images decoded once and cached, or encoded images streamed from
+storage) with `view_pair_fn`, which makes an image's pair of views. Under a `tf.distribute`
+strategy, `input_fn` gives each worker its own shard of the data.
 """
 
 from __future__ import annotations
@@ -65,33 +67,6 @@ class SkippedFiles(keras.callbacks.Callback):
             self.count.assign(0)
 
 
-def _views(augment: Callable, augment_on: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """`(decoded image, seed) -> view`: the whole augmentation, or only its crop, as uint8, for the device."""
-    if augment_on == "device":
-        return lambda image, seed: to_uint8(augment.crop(image, seed))
-    return as_view_fn(augment)
-
-
-def _encoded_views(augment: Callable, augment_on: str) -> Callable:
-    """`(encoded image, seed) -> (view, ok)`: crop-before-decode for SimSiamAugment, else a full decode."""
-    if isinstance(augment, SimSiamAugment):
-        c = augment.config
-
-        def view(data, seed):
-            crop, ok = decode_and_random_crop(data, c.crop_scale, c.crop_ratio, augment.crop_seed(seed))
-            crop = resize_crop(crop, augment.image_size)
-            return (to_uint8(crop) if augment_on == "device" else augment.appearance(crop, seed)), ok
-
-        return view
-    apply = as_view_fn(augment)
-
-    def decoded_view(data, seed):
-        image, ok = decode_image(data)
-        return apply(tf.cast(image, tf.float32), seed), ok
-
-    return decoded_view
-
-
 def shard_seed(seed: int, index: int) -> int:
     """The seed of input shard `index`: each worker draws its own shuffles and augmentations."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0]) if index else seed
@@ -140,43 +115,84 @@ def two_view_dataset(
     `SimSiamAugment.appearance_batch` (`augment` must be a SimSiamAugment).
     """
     check_augment_on(augment_on, augment)
-    num_shards, index = shard
     if not isinstance(images, (np.ndarray, EncodedImages)):
         images = ImageFiles(list(images))
-    check_batch_fits(len(images), batch_size, num_shards)
-    seed = shard_seed(seed, index)
+    check_batch_fits(len(images), batch_size, shard[0])
+    seed = shard_seed(seed, shard[1])
     skip = skip_batches * batch_size
-
-    def reshuffled(ds: tf.data.Dataset) -> tf.data.Dataset:
-        return ds.shuffle(len(images) // num_shards + 1, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
-
-    # With image_ids, every element is (image, id) from here on. Only then is an EncodedImages asked for ids.
-    with_ids = {"image_ids": True} if image_ids else {}
+    encoded = isinstance(images, EncodedImages) and not cache_decoded
     if isinstance(images, np.ndarray):
-        ds = tf.data.Dataset.from_tensor_slices((images, np.arange(len(images))) if image_ids else images)
-        ds = reshuffled(ds.shard(num_shards, index))
-        view = _views(augment, augment_on)
+        ds = _read_arrays(images, shard, seed, shuffle, image_ids)
     elif cache_decoded:
-        ds = images.dataset(num_shards, index, seed, shuffle=False, **with_ids)
-        ds = _count_and_drop_bad(ds.map(_decoded, num_parallel_calls=AUTOTUNE), skipped).cache()
-        ds = reshuffled(ds)
-        view = _views(augment, augment_on)
+        ds = _read_decoded_once(images, shard, seed, shuffle, image_ids, skipped)
     else:
-        ds = images.dataset(num_shards, index, seed, shuffle, **with_ids)
-        pass_size = tf.get_static_value(ds.cardinality())
-        passes = skip // pass_size if repeat and skip and pass_size and pass_size > 0 else 0
-        if passes:
-            seed = int(np.random.SeedSequence([seed, passes]).generate_state(1)[0])
-            ds = images.dataset(num_shards, index, seed, shuffle, **with_ids)
-            skip -= passes * pass_size
-        view = None
+        ds, seed, passed = _read_encoded(images, shard, seed, shuffle, image_ids, skip if repeat else 0)
+        skip -= passed
     if repeat:
         ds = ds.repeat()
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
     if skip:
         ds = ds.skip(skip)
+    pair = view_pair_fn(augment, augment_on, encoded, image_ids, reproducible)
+    ds = ds.map(pair, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if encoded:
+        ds = _count_and_drop_bad(ds, skipped)
+    return without_autotuner(ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE))
 
-    def split(element_seed):
+
+# The readers: one pass over this shard's images, as the elements `view_pair_fn` takes. With
+# image_ids every element is (image, id); only then is an EncodedImages asked for ids.
+
+
+def _reshuffled(ds: tf.data.Dataset, buffer: int, seed: int, shuffle: bool) -> tf.data.Dataset:
+    return ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+
+
+def _read_arrays(images: np.ndarray, shard: tuple[int, int], seed: int, shuffle: bool,
+                 image_ids: bool) -> tf.data.Dataset:
+    """In-memory uint8 images, shuffled each pass."""
+    num_shards, index = shard
+    ds = tf.data.Dataset.from_tensor_slices((images, np.arange(len(images))) if image_ids else images)
+    return _reshuffled(ds.shard(num_shards, index), len(images) // num_shards + 1, seed, shuffle)
+
+
+def _read_decoded_once(images: EncodedImages, shard: tuple[int, int], seed: int, shuffle: bool, image_ids: bool,
+                       skipped: SkippedFiles | None) -> tf.data.Dataset:
+    """Encoded images decoded in the first pass and kept in memory (undecodable ones counted, dropped)."""
+    with_ids = {"image_ids": True} if image_ids else {}
+    ds = images.dataset(*shard, seed, shuffle=False, **with_ids)
+    ds = _count_and_drop_bad(ds.map(_decoded, num_parallel_calls=AUTOTUNE), skipped).cache()
+    return _reshuffled(ds, len(images) // shard[0] + 1, seed, shuffle)
+
+
+def _read_encoded(images: EncodedImages, shard: tuple[int, int], seed: int, shuffle: bool, image_ids: bool,
+                  skip: int = 0) -> tuple[tf.data.Dataset, int, int]:
+    """Encoded images read from storage each pass: (dataset, the seed of its draws, elements it skipped).
+
+    Of `skip` elements to skip (a resumed stream), whole passes are not read: the stream restarts
+    at the interrupted pass, shuffled under a seed of its own.
+    """
+    with_ids = {"image_ids": True} if image_ids else {}
+    ds = images.dataset(*shard, seed, shuffle, **with_ids)
+    pass_size = tf.get_static_value(ds.cardinality())
+    passes = skip // pass_size if skip and pass_size and pass_size > 0 else 0
+    if passes:
+        seed = int(np.random.SeedSequence([seed, passes]).generate_state(1)[0])
+        ds = images.dataset(*shard, seed, shuffle, **with_ids)
+    return ds, seed, passes * pass_size
+
+
+def view_pair_fn(augment: Callable, augment_on: str, encoded: bool, image_ids: bool,
+                 reproducible: bool = True) -> Callable:
+    """`(element, element seed) -> the element's pair of views`, each view drawn from its own seed.
+
+    An element is an image (uint8, or encoded bytes when `encoded`), with its id when `image_ids`;
+    the pair is (view1, view2[, image_id]), or ((view1, view2), (seed1, seed2)[, image_id]) for
+    `augment_on="device"`. Encoded images give (pair, ok): ok when both views decoded.
+    """
+    view = _encoded_views(augment, augment_on) if encoded else _views(augment, augment_on)
+
+    def seeds(element_seed):
         if not reproducible:
             clock = tf.bitcast(tf.timestamp(), tf.int64)
             element_seed = tf.random.experimental.stateless_fold_in(element_seed, clock)
@@ -186,26 +202,46 @@ def two_view_dataset(
         views = ((view1, view2), (seed1, seed2)) if augment_on == "device" else (view1, view2)
         return (*views, image_id) if image_ids else views
 
-    if view is None:
-        encoded_view = _encoded_views(augment, augment_on)
+    def encoded_pair(element, element_seed):
+        data, image_id = element if image_ids else (element, None)
+        seed1, seed2 = seeds(element_seed)
+        (view1, ok1), (view2, ok2) = view(data, seed1), view(data, seed2)
+        return pair(view1, view2, seed1, seed2, image_id), ok1 & ok2
 
-        def encoded_two_views(element, element_seed):
-            data, image_id = element if image_ids else (element, None)
-            seed1, seed2 = split(element_seed)
-            (view1, ok1), (view2, ok2) = encoded_view(data, seed1), encoded_view(data, seed2)
-            return pair(view1, view2, seed1, seed2, image_id), ok1 & ok2
+    def decoded_pair(element, element_seed):
+        image, image_id = element if image_ids else (element, None)
+        image = tf.cast(image, tf.float32)
+        seed1, seed2 = seeds(element_seed)
+        return pair(view(image, seed1), view(image, seed2), seed1, seed2, image_id)
 
-        ds = ds.map(encoded_two_views, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        ds = _count_and_drop_bad(ds, skipped)
-    else:
-        def two_views(element, element_seed):
-            image, image_id = element if image_ids else (element, None)
-            image = tf.cast(image, tf.float32)
-            seed1, seed2 = split(element_seed)
-            return pair(view(image, seed1), view(image, seed2), seed1, seed2, image_id)
+    return encoded_pair if encoded else decoded_pair
 
-        ds = ds.map(two_views, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    return without_autotuner(ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE))
+
+def _views(augment: Callable, augment_on: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """`(decoded image, seed) -> view`: the whole augmentation, or only its crop, as uint8, for the device."""
+    if augment_on == "device":
+        return lambda image, seed: to_uint8(augment.crop(image, seed))
+    return as_view_fn(augment)
+
+
+def _encoded_views(augment: Callable, augment_on: str) -> Callable:
+    """`(encoded image, seed) -> (view, ok)`: crop-before-decode for SimSiamAugment, else a full decode."""
+    if isinstance(augment, SimSiamAugment):
+        c = augment.config
+
+        def view(data, seed):
+            crop, ok = decode_and_random_crop(data, c.crop_scale, c.crop_ratio, augment.crop_seed(seed))
+            crop = resize_crop(crop, augment.image_size)
+            return (to_uint8(crop) if augment_on == "device" else augment.appearance(crop, seed)), ok
+
+        return view
+    apply = as_view_fn(augment)
+
+    def decoded_view(data, seed):
+        image, ok = decode_image(data)
+        return apply(tf.cast(image, tf.float32), seed), ok
+
+    return decoded_view
 
 
 def _decoded(data, *image_id):

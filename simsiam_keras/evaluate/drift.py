@@ -13,7 +13,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from simsiam_keras.config import EVAL_RESIZE_RATIO, SimSiamConfig
-from simsiam_keras.data.eval_splits import LabelledSplit, eval_data
+from simsiam_keras.data.eval_splits import LabelledSplit
+from simsiam_keras.data.sources import eval_data
 from simsiam_keras.evaluate.knn import knn_accuracy
 from simsiam_keras.export.litert import DriftCheck, FeatureFn, cosine_figures, drift_batch_size, run_dataset
 

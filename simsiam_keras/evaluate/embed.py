@@ -25,8 +25,9 @@ import tensorflow as tf
 
 from simsiam_keras.config import DUPLICATE_THRESHOLD, EVAL_RESIZE_RATIO, PROJECTOR_POINTS
 from simsiam_keras.data.decode import decode_eval_view
-from simsiam_keras.data.eval_splits import EvalData, ImageSplits, LabelledSplit, image_splits
+from simsiam_keras.data.eval_splits import EvalData, ImageSplits, LabelledSplit
 from simsiam_keras.data.labelled import subset
+from simsiam_keras.data.sources import image_splits
 from simsiam_keras.evaluate.knn import KNN_K, KNN_TEMPERATURE, knn_accuracy
 from simsiam_keras.evaluate.projector import write_projector
 from simsiam_keras.evaluate.rankme import GramAccumulator, rankme_of_singular_values

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from simsiam_keras.config import EVAL_RESIZE_RATIO
-from simsiam_keras.data.eval_splits import eval_data
+from simsiam_keras.data.sources import eval_data
 from simsiam_keras.data.spec import parse_dataset
 from simsiam_keras.evaluate.knn import KNN_K, KNN_TEMPERATURE, knn_top1_of_model
 from simsiam_keras.evaluate.results import append_result

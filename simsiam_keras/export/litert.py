@@ -28,7 +28,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from simsiam_keras.augment.crop import eval_view
 from simsiam_keras.config import EVAL_RESIZE_RATIO
-from simsiam_keras.data.eval_splits import eval_data
+from simsiam_keras.data.sources import eval_data
 from simsiam_keras.saved_run import INPUT_NAME, OUTPUT_NAME
 
 QUANTIZE = ("dynamic", "int8")

@@ -32,8 +32,9 @@ from simsiam_keras.config import (
     make_linear_probe_config,
     scaled_lr,
 )
-from simsiam_keras.data.eval_splits import EvalData, eval_data
+from simsiam_keras.data.eval_splits import EvalData
 from simsiam_keras.data.labelled import LabelChoice, choose_labels, split_labels, subset, write_indices
+from simsiam_keras.data.sources import eval_data
 from simsiam_keras.evaluate.linear_probe import HEAD, linear_probe, save_classifier, top_k_accuracy, train_dataset
 from simsiam_keras.evaluate.results import append_result
 from simsiam_keras.export.run import export_run

@@ -17,8 +17,9 @@ import tensorflow as tf
 from simsiam_keras.augment.recipe import SimSiamAugment
 from simsiam_keras.config import MONITOR_IMAGES, SimSiamConfig, check_config, expected_duration
 from simsiam_keras.data import pipeline, sources
-from simsiam_keras.data.eval_splits import EvalData, find_eval_data
+from simsiam_keras.data.eval_splits import EvalData
 from simsiam_keras.data.images import DataSource, EncodedImages
+from simsiam_keras.data.sources import find_eval_data
 from simsiam_keras.evaluate.curves import plot_history
 from simsiam_keras.evaluate.monitor import KNNMonitor
 from simsiam_keras.method.model import SimSiam, build_simsiam
