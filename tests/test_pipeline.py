@@ -266,3 +266,21 @@ def test_pipeline_runs_without_the_autotuner_whose_sleep_stalls_fit():
     aug = SimSiamAugment(16, make_config("cifar").augment)
     ds = two_view_dataset(np.zeros((8, 16, 16, 3), np.uint8), aug, 4)
     assert ds.options().autotune.enabled is False
+
+
+
+def test_datasets_made_per_fit_or_per_evaluation_run_without_the_autotuner(tmp_path):
+    """Freeing an iterator can wait out tf.data's autotuner sleep (up to 5 s, issue 26's slow mode): the
+    pretraining stream and the evaluation splits (in memory or files; the kNN monitor's) turn it off."""
+    from simsiam_keras.data.eval_splits import array_split, file_split
+
+    images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+    files = write_image_files(tmp_path, good=4)[0][:4]
+    datasets = {
+        "two views": two_view_dataset(images, _identity, batch_size=4),
+        "array split": array_split("test", images, np.zeros(8, np.int64)).batches(16, 1.0, 4),
+        "file split": file_split("test", files, np.zeros(4, np.int64)).batches(16, 1.0, 4),
+    }
+    for name, ds in datasets.items():
+        assert ds.options().autotune.enabled is False, name
+        assert len(list(ds.take(1))) == 1, name

@@ -14,7 +14,8 @@ from simsiam_keras.benchmark.host_memory import HostMemory, measure_host_memory
 from simsiam_keras.benchmark.op_time import op_time_by_type, traced
 from simsiam_keras.benchmark.peer_process import PeerProcess
 from simsiam_keras.config import BENCHMARK_BATCH_SIZE, check_config, make_config
-from simsiam_keras.data.pipeline import check_augment_on, without_autotuner
+from simsiam_keras.data.autotuner import without_autotuner
+from simsiam_keras.data.pipeline import check_augment_on
 from simsiam_keras.nets.backbone import check_backbone
 from simsiam_keras.train.distribute import check_batch_size, make_strategy
 from simsiam_keras.train.pretrain import build_compiled_model

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from simsiam_keras.augment.crop import eval_view
+from simsiam_keras.data.autotuner import without_autotuner
 from simsiam_keras.data.decode import decode_eval_view
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -55,8 +56,9 @@ class LabelledSplit:
                 ds = ds.map(lambda x, y: (eval_view(x, image_size, resize_ratio), y), num_parallel_calls=AUTOTUNE)
             else:
                 ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
-            return ds.prefetch(AUTOTUNE)
-        return _decoded(self.encoded(None), image_size, resize_ratio).batch(batch_size).prefetch(AUTOTUNE)
+            return without_autotuner(ds.prefetch(AUTOTUNE))
+        decoded = _decoded(self.encoded(None), image_size, resize_ratio)
+        return without_autotuner(decoded.batch(batch_size).prefetch(AUTOTUNE))
 
     def in_memory(self, image_size: int, resize_ratio: float, limit: int | None = None) -> LabelledSplit:
         """The split with at most `limit` evaluation views decoded once and kept as uint8 arrays.

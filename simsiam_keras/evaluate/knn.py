@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from simsiam_keras.augment.crop import eval_view
 from simsiam_keras.config import EVAL_RESIZE_RATIO, SimSiamConfig
+from simsiam_keras.data.autotuner import without_autotuner
 from simsiam_keras.saved_run import FeatureExtractor
 
 FeatureModel = Union[keras.Model, FeatureExtractor]
@@ -45,8 +46,8 @@ def extract_features(
     """
     if isinstance(images, np.ndarray):
         size = _extractor(model).image_size
-        images = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(
-            lambda x: eval_view(x, size, resize_ratio), num_parallel_calls=tf.data.AUTOTUNE)
+        images = without_autotuner(tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(
+            lambda x: eval_view(x, size, resize_ratio), num_parallel_calls=tf.data.AUTOTUNE))
     chunks = [features for features, _ in _feature_batches(model, images)]
     return np.concatenate(chunks) if chunks else np.zeros((0, _extractor(model).feature_dim), np.float32)
 
