@@ -1,4 +1,4 @@
-"""Conv2D padded as PyTorch pads: the same zeros on every side, inside the convolution."""
+"""Conv2D padded as PyTorch pads: the same zeros on every side, without keeping a padded copy."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ class Conv2D(keras.layers.Conv2D):
     """keras.layers.Conv2D that pads `symmetric_padding` zeros on each side of the image, as
     torch.nn.Conv2d does (Keras' "same" pads only the bottom/right at stride 2).
 
-    The padding is the convolution op's own (TensorFlow's explicit padding), not a padded copy of
-    the input: the backward pass then keeps the input the ReLU before it keeps anyway, instead of
-    a second, padded copy (for ResNet-18 at width 64, batch 256, 32 px: ~290 MB a step). It keeps
-    Keras' class name, because a `.keras` file stores each layer's weights under its class name.
+    It pads, then convolves without padding, as a ZeroPadding2D layer before a Conv2D would; but in
+    training the backward pass pads the input again instead of keeping the padded copy: the layer's
+    input is kept anyway (the ReLU before it needs it), so the copy was memory spent twice (for
+    ResNet-18 at width 64, batch 256, 32 px, ~290 MB a step). It keeps Keras' class name, because a
+    `.keras` file stores each layer's weights under its class name.
     """
 
     def __init__(self, *args, symmetric_padding: int = 0, **kwargs):
@@ -23,12 +24,31 @@ class Conv2D(keras.layers.Conv2D):
             raise ValueError("symmetric_padding needs padding='valid' and channels_last")
         self.symmetric_padding = int(symmetric_padding)
 
-    def convolution_op(self, inputs, kernel):
+    def call(self, inputs, training=None):
         if not self.symmetric_padding:
-            return super().convolution_op(inputs, kernel)
+            return super().call(inputs)
         p = self.symmetric_padding
-        return tf.nn.conv2d(inputs, kernel, strides=list(self.strides), padding=[[0, 0], [p, p], [p, p], [0, 0]],
-                            dilations=list(self.dilation_rate))
+        pads = [[0, 0], [p, p], [p, p], [0, 0]]
+        strides, dilations = [1, *self.strides, 1], [1, *self.dilation_rate, 1]
+
+        def convolve(x, kernel):
+            return tf.nn.conv2d(tf.pad(x, pads), kernel, strides, "VALID", dilations=dilations)
+
+        @tf.custom_gradient
+        def padded_conv(x, kernel):
+            def grad(upstream):
+                with tf.control_dependencies([upstream]):  # not before the backward reaches this layer
+                    padded = tf.pad(x, pads)  # again, from the input the backward keeps anyway
+                dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(padded), filter=kernel, out_backprop=upstream,
+                                                    strides=strides, padding="VALID", dilations=dilations)
+                dk = tf.raw_ops.Conv2DBackpropFilter(input=padded, filter_sizes=tf.shape(kernel), out_backprop=upstream,
+                                                     strides=strides, padding="VALID", dilations=dilations)
+                return dx[:, p:-p, p:-p, :], dk
+
+            return convolve(x, kernel), grad
+
+        kernel = tf.cast(self.kernel, self.compute_dtype)
+        return (padded_conv if training else convolve)(inputs, kernel)
 
     def compute_output_shape(self, input_shape):
         p = 2 * self.symmetric_padding
