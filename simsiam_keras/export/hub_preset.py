@@ -65,8 +65,11 @@ def check_expressible(backbone: keras.Model) -> str:
     if stem.filters != HUB_WIDTH:
         raise ValueError(f"backbone {name} has width {stem.filters}: KerasHub's ResNetBackbone fixes the first stage "
                          f"at {HUB_WIDTH} filters (train with backbone_width 64)")
-    pad = _layer(backbone, "stem_conv_pad")
-    if pad is None or tuple(pad.padding) != ((3, 3), (3, 3)):
+    pad = _layer(backbone, "stem_conv_pad")  # a ZeroPadding2D in models built before the padding moved into the conv
+    padding = getattr(stem, "symmetric_padding", 0)
+    if not padding and pad is not None and tuple(getattr(pad, "padding", ())) == ((3, 3), (3, 3)):
+        padding = 3
+    if padding != 3:
         raise ValueError(f"backbone {name}: its stem padding is not KerasHub's 3 pixels")
     return name
 

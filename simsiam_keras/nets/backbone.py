@@ -13,6 +13,7 @@ from typing import Sequence
 import keras
 
 from simsiam_keras.config import IMAGENET_MEAN, IMAGENET_STD
+from simsiam_keras.nets import symmetric_conv
 from simsiam_keras.nets.torch_defaults import batch_norm, conv_initializer
 
 # Total downsampling of each backbone: the smallest image it can take.
@@ -21,14 +22,18 @@ MIN_IMAGE_SIZE = {"resnet50": 32, "resnet18": 32, "resnet18_cifar": 8}
 
 def _conv(filters: int, kernel: int, stride: int, name: str, pad: int | None = None):
     def apply(x):
-        if (stride > 1 and kernel > 1) or (pad is not None and pad != kernel // 2):
-            # torchvision pads symmetrically; Keras' "same" pads bottom/right only at stride 2.
-            x = keras.layers.ZeroPadding2D(kernel // 2 if pad is None else pad, name=f"{name}_pad")(x)
-            padding = "valid"
-        else:
-            padding = "same"
+        pad_ = kernel // 2 if pad is None else pad
+        if (stride > 1 and kernel > 1) or pad_ != kernel // 2:
+            # torchvision pads symmetrically; Keras' "same" pads bottom/right only at stride 2. The
+            # Identity holds the place of the ZeroPadding2D layer earlier versions had, so that their
+            # backups (which number a model's layers) restore.
+            x = keras.layers.Identity(name=f"{name}_pad")(x)
+            return symmetric_conv.Conv2D(
+                filters, kernel, strides=stride, padding="valid", symmetric_padding=pad_, use_bias=False,
+                kernel_initializer=conv_initializer(), name=name,
+            )(x)
         return keras.layers.Conv2D(
-            filters, kernel, strides=stride, padding=padding, use_bias=False,
+            filters, kernel, strides=stride, padding="same", use_bias=False,
             kernel_initializer=conv_initializer(), name=name,
         )(x)
 
