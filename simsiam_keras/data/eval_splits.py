@@ -113,14 +113,21 @@ def numbered(num_classes: int) -> list[str]:
     return [str(i) for i in range(num_classes)]
 
 
+def _known(labels: np.ndarray | None, count: int) -> np.ndarray:
+    """`labels`, or -1 for each of `count` images when they are unknown (None)."""
+    return np.full(count, -1, np.int64) if labels is None else labels
+
+
 def array_split(name: str, images: np.ndarray, labels: np.ndarray | None) -> LabelledSplit:
     """A split held in memory as uint8 images; unknown labels (None) become -1."""
-    labels = np.full(len(images), -1, np.int64) if labels is None else labels
+    labels = _known(labels, len(images))
     return LabelledSplit(name, len(images), arrays=lambda size: (images, labels))
 
 
-def file_split(name: str, files: list[str], labels: np.ndarray) -> LabelledSplit:
-    """A split of image files, streamed in their order; `limit` reads evenly spaced files."""
+def file_split(name: str, files: list[str], labels: np.ndarray | None) -> LabelledSplit:
+    """A split of image files, streamed in their order; `limit` reads evenly spaced files; unknown
+    labels (None) become -1."""
+    labels = _known(labels, len(files))
 
     def encoded(limit: int | None) -> tf.data.Dataset:
         # Evenly spaced files: the listing is sorted by class, so every class is kept.

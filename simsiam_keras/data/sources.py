@@ -16,7 +16,6 @@ import functools
 import inspect
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from simsiam_keras.data.eval_splits import EvalData, ImageSplits, LabelledSplit, array_split, file_split, numbered
@@ -151,11 +150,7 @@ class FolderSource(Source):
             return ImageSplits.of(found)
         listed = self.listing
         order = ["train"] + [name for name in (test_split(listed),) if name]
-        splits = {}
-        for name in order:
-            labels = listed[name].labels
-            splits[name] = file_split(name, listed[name].files,
-                                      labels if labels is not None else np.full(len(listed[name].files), -1, np.int64))
+        splits = {name: file_split(name, listed[name].files, listed[name].labels) for name in order}
         return ImageSplits(self.name, list(listed["train"].class_names), splits)
 
 
