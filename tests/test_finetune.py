@@ -5,8 +5,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 
 import keras
 import numpy as np
@@ -24,7 +22,7 @@ from simsiam_keras.train import backup
 from simsiam_keras.method.model import build_simsiam
 from simsiam_keras.train.finetune import plan_schedule
 from simsiam_keras.train.pretrain import pretrain
-from tests.commands import run_main
+from tests.commands import refused_while_locked, run_main
 
 # Small enough for a CPU test: batch 32, 120 steps (the protocol's lr rule at base lr 0.8).
 QUICK = ("--batch-size", "32", "--lr", "0.8", "--min-steps", "120", "--epochs", "1", "--crop-scale", "0.3,1")
@@ -240,23 +238,14 @@ def test_a_preempted_finetuning_resumes_to_the_same_weights_and_its_folder_has_o
     assert not (run / "classifier.keras").exists() and not (run / "run.lock").exists()
 
     # A second writer while a live process holds the folder's lock: refused, the folder untouched.
-    holder = subprocess.Popen(["sleep", "60"])
-    try:
-        (run / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid, "started": "then"}))
-        before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*")}
-        refused = run_main(main, *argv, "--output-dir", run)
-        assert refused.returncode == 2, refused.stderr[-2000:]
-        assert refused.stderr.count("\n") == 1, refused.stderr[-2000:]
-        assert refused.stderr.startswith(f"error: --output-dir {run} is being written by process {holder.pid} on ")
-        assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*")} == before
-    finally:
-        holder.kill()
-        holder.wait()
+    refused, holder_pid = refused_while_locked(main, argv, run)
+    assert refused.stderr.count("\n") == 1, refused.stderr[-2000:]
+    assert refused.stderr.startswith(f"error: --output-dir {run} is being written by process {holder_pid} on ")
     # Its process gone: the lock is taken over with a warning, and the run resumes at step k.
     keras.backend.clear_session()
     resumed = run_main(main, *argv, "--output-dir", run)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"taking over the lock of {run} from process {holder.pid}" in resumed.stderr
+    assert f"taking over the lock of {run} from process {holder_pid}" in resumed.stderr
     position = "end of epoch 1" if k == STEPS else f"epoch {epoch}, step {step} of {STEPS}"
     assert f"resuming {run} from its backup at the {position}" in resumed.stdout, resumed.stdout
     assert not (run / "run.lock").exists()

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import simsiam_keras  # noqa: F401  (registers the classes model.keras needs)
 from simsiam_keras.cli.pretrain import main
 from simsiam_keras.train import backup
 from simsiam_keras.train.divergence import DivergenceError
-from tests.commands import run_main
+from tests.commands import refused_while_locked, run_main
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "pretrain.py")
 STEPS, EPOCHS, EVERY = 8, 4, 3  # 64 images in batches of 8; a backup every 3 global steps
@@ -203,22 +202,13 @@ def test_mirrored_run_preempted_at_a_random_step_resumes_like_an_uninterrupted_o
     assert backup.latest_position(str(run)).global_step == k
 
     # A second writer while the folder's lock is held by a live process: refused, the folder untouched.
-    holder = subprocess.Popen(["sleep", "60"])
-    try:
-        (run / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid, "started": "then"}))
-        before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*")}
-        refused = run_main(main, *args, "--output-dir", run)
-        assert refused.returncode == 2, refused.stderr[-2000:]
-        last = refused.stderr.strip().splitlines()[-1]
-        assert last.startswith(f"error: --output-dir {run} is being written by process {holder.pid} on "), last
-        assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*")} == before
-    finally:
-        holder.kill()
-        holder.wait()
+    refused, holder_pid = refused_while_locked(main, args, run)
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: --output-dir {run} is being written by process {holder_pid} on "), last
     # The same lock, its process now gone: taken over with a warning, and the run resumes at step k.
     resumed = run_main(main, *args, "--output-dir", run)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"taking over the lock of {run} from process {holder.pid}" in resumed.stderr
+    assert f"taking over the lock of {run} from process {holder_pid}" in resumed.stderr
     assert f"(global step {k})" in resumed.stdout
     assert not (run / "run.lock").exists()
     assert_same_run(reference, run, epochs=epochs)
