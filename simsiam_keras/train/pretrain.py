@@ -32,6 +32,7 @@ from simsiam_keras.train.distribute import all_gpus, check_batch_size, is_chief,
 from simsiam_keras.train.divergence import DivergenceError, DivergenceGuard
 from simsiam_keras.train.history import HistoryCSV, keep_history
 from simsiam_keras.train.preemption import PreemptionSignals, StopOnSignal
+from simsiam_keras.train.step_memory import reserve_step_memory
 
 MIXED_PRECISION = {"off": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
@@ -74,7 +75,8 @@ def build_compiled_model(
 
     jit_compile: on one replica Keras compiles the whole step with XLA; on several GPUs the
     step of each replica is compiled (SimSiam.compile's per_replica_jit_compile); TPUs compile
-    every step anyway.
+    every step anyway. On CPUs the host allocator reserves the step's memory in one region
+    (step_memory.reserve_step_memory).
     """
     replicas = strategy.num_replicas_in_sync
     per_replica_jit = config.jit_compile and replicas > 1 and not isinstance(strategy, tf.distribute.TPUStrategy)
@@ -94,6 +96,7 @@ def build_compiled_model(
             per_replica_jit_compile=per_replica_jit,
             steps_per_execution=config.steps_per_execution,
         )
+    reserve_step_memory(model.backbone, config.batch_size, strategy)
     return model
 
 
