@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from simsiam_keras.nets.symmetric_conv import Conv2D
+from simsiam_keras.nets.symmetric_pool import MaxPooling2D
 
 
 def _pair(stride: int, padding: int, kernel: int = 3):
@@ -52,4 +53,37 @@ def test_the_backward_pads_again_after_the_gradient_arrives():
         padding = op.inputs[0].op
         assert padding.type in ("Pad", "PadV2"), padding
         # The control dependency sits on the padding op or on its constant paddings.
+        assert padding.control_inputs or padding.inputs[1].op.control_inputs, padding
+
+
+def test_the_stem_max_pool_equals_zero_padding_then_pooling_and_keeps_no_padded_copy():
+    """nets/symmetric_pool.MaxPooling2D (ResNet-50's stem): the same output and input gradient as
+    ZeroPadding2D + MaxPooling2D, and its backward pads again after the gradient arrives."""
+    rng = np.random.default_rng(1)
+    x = tf.constant(np.maximum(rng.normal(size=(2, 10, 10, 3)), 0), tf.float32)  # post-ReLU, as in the stem
+    ours = MaxPooling2D(3, strides=2, symmetric_padding=1)
+    reference = keras.layers.MaxPooling2D(3, strides=2)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y, y_ref = ours(x, training=True), reference(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]))
+        upstream = tf.constant(rng.normal(size=y_ref.shape), tf.float32)
+        loss, loss_ref = tf.reduce_sum(y * upstream), tf.reduce_sum(y_ref * upstream)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(ours(x, training=False), y_ref)
+    np.testing.assert_allclose(tape.gradient(loss, x), tape.gradient(loss_ref, x), atol=1e-6)
+    assert tuple(ours.compute_output_shape((None, 10, 10, 3)))[1:] == tuple(y.shape[1:])
+
+    @tf.function
+    def step(images):
+        with tf.GradientTape() as inner:
+            inner.watch(images)
+            out = tf.reduce_sum(tf.square(ours(images, training=True)))
+        return inner.gradient(out, images)
+
+    graph = step.get_concrete_function(tf.TensorSpec([2, 10, 10, 3])).graph
+    pool_grads = [op for op in graph.get_operations() if op.type == "MaxPoolGrad"]
+    assert pool_grads
+    for op in pool_grads:
+        padding = op.inputs[0].op
+        assert padding.type in ("Pad", "PadV2"), padding
         assert padding.control_inputs or padding.inputs[1].op.control_inputs, padding

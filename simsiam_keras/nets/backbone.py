@@ -13,7 +13,7 @@ from typing import Sequence
 import keras
 
 from simsiam_keras.config import IMAGENET_MEAN, IMAGENET_STD
-from simsiam_keras.nets import symmetric_conv
+from simsiam_keras.nets import symmetric_conv, symmetric_pool
 from simsiam_keras.nets.torch_defaults import batch_norm, conv_initializer
 
 # Total downsampling of each backbone: the smallest image it can take.
@@ -95,9 +95,10 @@ def resnet(
     else:
         x = _conv(width, 7, 2, "stem_conv", stem_padding)(x)
         x = keras.layers.ReLU(name="stem_relu")(batch_norm(sync_bn, name="stem_bn")(x))
-        # Zero padding equals PyTorch's -inf padding here: the input is post-ReLU.
-        x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+        # Zero padding equals PyTorch's -inf padding here: the input is post-ReLU. The Identity holds
+        # the place of the ZeroPadding2D layer earlier versions had, as in _conv.
+        x = keras.layers.Identity(name="stem_pool_pad")(x)
+        x = symmetric_pool.MaxPooling2D(3, strides=2, symmetric_padding=1, name="stem_pool")(x)
     for stage, count in enumerate(blocks):
         for block in range(count):
             stride = 2 if stage > 0 and block == 0 else 1
