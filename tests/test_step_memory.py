@@ -24,3 +24,12 @@ def test_the_reservation_reaches_the_host_allocator():
     reserved = reserve_step_memory(backbone, batch, tf.distribute.get_strategy())
     assert reserved >= forward_bytes(backbone, batch)
     assert tf.config.experimental.get_memory_info("CPU:0")["peak"] >= reserved
+
+
+def test_no_reservation_beyond_half_of_what_the_allocator_may_hold(monkeypatch):
+    """Past its limit the allocator would log an out-of-memory warning and a dump: nothing is asked."""
+    backbone = _tiny_backbone()
+    monkeypatch.setenv("TF_MKL_ALLOC_MAX_BYTES", str(2 * forward_bytes(backbone, 20_000) - 2))
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    assert reserve_step_memory(backbone, 20_000, tf.distribute.get_strategy()) == 0
+    assert tf.config.experimental.get_memory_info("CPU:0")["peak"] < forward_bytes(backbone, 20_000)

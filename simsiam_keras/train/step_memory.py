@@ -13,6 +13,8 @@ allocator's bookkeeping, 1/32 of the region.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import keras
 import tensorflow as tf
@@ -34,16 +36,25 @@ def trains_on_host(strategy: tf.distribute.Strategy) -> bool:
     return not tf.config.list_logical_devices("GPU") and not isinstance(strategy, tf.distribute.TPUStrategy)
 
 
+def allocator_limit() -> int:
+    """Bytes TensorFlow's oneDNN CPU allocator may hold: TF_MKL_ALLOC_MAX_BYTES, else the machine's memory."""
+    limit = os.environ.get("TF_MKL_ALLOC_MAX_BYTES")
+    return int(limit) if limit else os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def reserve_step_memory(backbone: keras.Model, batch_size: int, strategy: tf.distribute.Strategy) -> int:
     """Has the host allocator create one region for a step over `batch_size` images; returns its bytes.
 
     Allocates `forward_bytes` without touching them and frees them, so the region stays
     reserved in the allocator and later steps' tensors fit in it. 0 when the step does not run
-    on the host or the process cannot map that much (the allocator then grows as it needs).
+    on the host, or when that is more than half of `allocator_limit` (the allocator would refuse
+    it, with a warning, or leave little for anything else): the allocator then grows as it needs.
     """
     if not trains_on_host(strategy):
         return 0
     size = forward_bytes(backbone, batch_size)
+    if size > allocator_limit() // 2:
+        return 0
     rows = -(-size // 2**20)
     try:
         with tf.device("CPU:0"):
