@@ -5,7 +5,7 @@ regions of doubling size (2 MB, 4 MB, ... ), never returns them, and cannot plac
 two regions. A step whose live tensors nearly fill the regions the first step created can then
 miss a free block of the right size at a later step, when its ops free and allocate in another
 order, and grows one more region: ResNet-50 at batch 32 added 7.5 GB in some runs and 9.1 GB in
-others, the growing step 40% slower (docs/benchmarks.md#against-pytorch). Reserving, before
+others, the growing step 40% slower (docs/benchmarks.md#host-memory-of-the-step). Reserving, before
 the first step, one region that holds every tensor the two forward passes produce lets the step
 reuse the same pages every time. Only touched pages are resident: the reservation costs its
 allocator's bookkeeping, 1/32 of the region.
