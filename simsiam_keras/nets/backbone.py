@@ -13,7 +13,7 @@ from typing import Sequence
 import keras
 
 from simsiam_keras.config import IMAGENET_MEAN, IMAGENET_STD
-from simsiam_keras.nets import symmetric_conv, symmetric_pool
+from simsiam_keras.nets import recomputed_activation, symmetric_conv, symmetric_pool
 from simsiam_keras.nets.torch_defaults import batch_norm, conv_initializer
 
 # Total downsampling of each backbone: the smallest image it can take.
@@ -40,6 +40,20 @@ def _conv(filters: int, kernel: int, stride: int, name: str, pad: int | None = N
     return apply
 
 
+def _bn_relu_conv(x, filters: int, kernel: int, stride: int, sync_bn: bool, name: str, bn: str, relu: str, conv: str):
+    """BatchNorm, ReLU, conv: the ReLU's output recomputed in the backward where the conv is a plain
+    stride-1 one (nets/recomputed_activation.py)."""
+    bn_layer = batch_norm(sync_bn, name=f"{name}_{bn}")
+    if stride > 1:
+        return _conv(filters, kernel, stride, f"{name}_{conv}")(keras.layers.ReLU(name=f"{name}_{relu}")(bn_layer(x)))
+    relu_layer = recomputed_activation.ReLU(name=f"{name}_{relu}")
+    conv_layer = recomputed_activation.Conv2D(
+        filters, kernel, padding="same", use_bias=False, kernel_initializer=conv_initializer(), name=f"{name}_{conv}",
+    )
+    recomputed_activation.link(bn_layer, relu_layer, conv_layer)
+    return conv_layer(relu_layer(bn_layer(x)))
+
+
 def _shortcut(x, filters: int, stride: int, sync_bn: bool, name: str):
     if stride == 1 and x.shape[-1] == filters:
         return x
@@ -50,8 +64,7 @@ def _shortcut(x, filters: int, stride: int, sync_bn: bool, name: str):
 def _basic_block(x, filters: int, stride: int, sync_bn: bool, name: str):
     shortcut = _shortcut(x, filters, stride, sync_bn, name)
     y = _conv(filters, 3, stride, f"{name}_conv1")(x)
-    y = keras.layers.ReLU(name=f"{name}_relu1")(batch_norm(sync_bn, name=f"{name}_bn1")(y))
-    y = _conv(filters, 3, 1, f"{name}_conv2")(y)
+    y = _bn_relu_conv(y, filters, 3, 1, sync_bn, name, "bn1", "relu1", "conv2")
     y = batch_norm(sync_bn, zero_gamma=True, name=f"{name}_bn2")(y)
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
 
@@ -59,10 +72,8 @@ def _basic_block(x, filters: int, stride: int, sync_bn: bool, name: str):
 def _bottleneck_block(x, filters: int, stride: int, sync_bn: bool, name: str):
     shortcut = _shortcut(x, filters * 4, stride, sync_bn, name)
     y = _conv(filters, 1, 1, f"{name}_conv1")(x)
-    y = keras.layers.ReLU(name=f"{name}_relu1")(batch_norm(sync_bn, name=f"{name}_bn1")(y))
-    y = _conv(filters, 3, stride, f"{name}_conv2")(y)
-    y = keras.layers.ReLU(name=f"{name}_relu2")(batch_norm(sync_bn, name=f"{name}_bn2")(y))
-    y = _conv(filters * 4, 1, 1, f"{name}_conv3")(y)
+    y = _bn_relu_conv(y, filters, 3, stride, sync_bn, name, "bn1", "relu1", "conv2")
+    y = _bn_relu_conv(y, filters * 4, 1, 1, sync_bn, name, "bn2", "relu2", "conv3")
     y = batch_norm(sync_bn, zero_gamma=True, name=f"{name}_bn3")(y)
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
 

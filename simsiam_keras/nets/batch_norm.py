@@ -40,36 +40,66 @@ class BatchNormalization(keras.layers.BatchNormalization):
             and self.axis in (-1, rank - 1)
         )
 
+    # Set by nets/recomputed_activation.link: the conv after this layer's ReLU applies both in training.
+    applied_by_next_conv = False
+
     def call(self, inputs, training=None, mask=None):
         if not (training and self.trainable) or not self._fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
+        if self.trains_fused(inputs, training):
+            return inputs if self.applied_by_next_conv else self._fused(inputs)
+        return self._unfused(inputs, self._synchronizing_replica())
+
+    def trains_fused(self, inputs, training) -> bool:
+        """Whether `call(inputs, training)` runs the fused training kernel."""
+        return (
+            bool(training) and self.trainable and self._fusable(inputs, None)
+            and self._synchronizing_replica() is None
+            and inputs.dtype != tf.float64  # the fused kernel takes 16- and 32-bit floats
+        )
+
+    def defers(self, inputs, training) -> bool:
+        """Whether this layer and its ReLU pass `inputs` through, for the conv after them to apply."""
+        return self.applied_by_next_conv and self.trains_fused(inputs, training)
+
+    def _synchronizing_replica(self) -> tf.distribute.ReplicaContext | None:
         replica = tf.distribute.get_replica_context()
         if self.synchronized and replica is not None and replica.num_replicas_in_sync > 1:
-            return self._unfused(inputs, replica)
-        if inputs.dtype == tf.float64:  # the fused kernel takes 16- and 32-bit floats
-            return self._unfused(inputs, None)
-        return self._fused(inputs)
+            return replica
+        return None
 
-    def _affine(self, channels: int) -> tuple[tf.Tensor, tf.Tensor]:
+    def affine(self, channels: int) -> tuple[tf.Tensor, tf.Tensor]:
         gamma = tf.convert_to_tensor(self.gamma) if self.scale else tf.ones([channels], tf.float32)
         beta = tf.convert_to_tensor(self.beta) if self.center else tf.zeros([channels], tf.float32)
         return gamma, beta
 
     def _fused(self, inputs):
         x = tf.convert_to_tensor(inputs)
+        y, moving, _ = self.fused_kernel(x, *self.affine(x.shape[-1]), self.moving_statistics())
+        self.assign_moving_statistics(moving)
+        return y
+
+    def moving_statistics(self) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.convert_to_tensor(self.moving_mean), tf.convert_to_tensor(self.moving_variance)
+
+    def assign_moving_statistics(self, moving: tuple[tf.Tensor, tf.Tensor]) -> None:
+        self.moving_mean.assign(moving[0])
+        self.moving_variance.assign(moving[1])
+
+    def fused_kernel(self, x, gamma, beta, moving: tuple[tf.Tensor, tf.Tensor]):
+        """TensorFlow's fused training kernel: the normalised batch, the moving statistics updated, and
+        the kernel's reserve spaces (the batch mean and biased variance, what its gradient takes).
+
+        The kernel's running variance uses the unbiased batch variance, as torch.nn.BatchNorm does.
+        """
         channels = x.shape[-1]
         images = x if len(x.shape) == 4 else tf.reshape(x, [-1, 1, 1, channels])
-        gamma, beta = self._affine(channels)
-        y, moving_mean, moving_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-            x=images, scale=gamma, offset=beta,
-            mean=tf.convert_to_tensor(self.moving_mean), variance=tf.convert_to_tensor(self.moving_variance),
+        y, moving_mean, moving_variance, *reserve = tf.raw_ops.FusedBatchNormV3(
+            x=images, scale=gamma, offset=beta, mean=moving[0], variance=moving[1],
             epsilon=self.epsilon, exponential_avg_factor=1.0 - self.momentum, data_format="NHWC", is_training=True,
         )
-        # The kernel's running variance uses the unbiased batch variance, as torch.nn.BatchNorm does.
-        self.moving_mean.assign(moving_mean)
-        self.moving_variance.assign(moving_variance)
         y = y if len(x.shape) == 4 else tf.reshape(y, tf.shape(x))
-        return tf.cast(y, self.compute_dtype)
+        return tf.cast(y, self.compute_dtype), (moving_mean, moving_variance), reserve
 
     def _unfused(self, inputs, replica: tf.distribute.ReplicaContext | None):
         """Moments from sums (all-reduced in one op when `replica` is given), then the normalisation."""
@@ -90,7 +120,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         for moving, batch in ((self.moving_mean, mean), (self.moving_variance, unbiased)):
             batch = tf.cast(tf.stop_gradient(batch), moving.dtype)
             moving.assign(moving * self.momentum + batch * (1.0 - self.momentum))
-        gamma, beta = (tf.cast(v, x.dtype) for v in self._affine(channels))
+        gamma, beta = (tf.cast(v, x.dtype) for v in self.affine(channels))
         y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
         return tf.cast(y, self.compute_dtype)
 

@@ -1,0 +1,93 @@
+"""nets/recomputed_activation: BN -> ReLU -> conv trained with the ReLU's output recomputed, not kept."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from simsiam_keras.nets import recomputed_activation
+from simsiam_keras.nets.backbone import resnet
+
+
+def _unlink(model: keras.Model) -> None:
+    for layer in model.layers:
+        if isinstance(layer, recomputed_activation.Conv2D) and layer.batch_norm is not None:
+            layer.batch_norm.applied_by_next_conv = False
+        layer._linked_batch_norm = None
+
+
+def _linked_convs(model: keras.Model) -> list:
+    return [layer for layer in model.layers if isinstance(layer, recomputed_activation.Conv2D) and layer.batch_norm]
+
+
+def _train_step(model: keras.Model):
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.sin(model(x, training=True)))
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    return step
+
+
+@pytest.mark.parametrize("depth, width, linked", [(18, 8, 8), (50, 4, 29)])
+def test_training_is_unchanged_by_the_recomputation(depth, width, linked):
+    """Same loss, gradients and moving statistics as the layers run one by one, to the bit."""
+    models = [resnet(depth, 32, width, cifar_stem=depth == 18) for _ in range(2)]
+    recomputing, plain = models
+    assert len(_linked_convs(recomputing)) == linked  # a basic block's conv2; a bottleneck's stride-1 conv2 and conv3
+    _unlink(plain)
+    assert not _linked_convs(plain)
+    for a, b in zip(recomputing.weights, plain.weights):
+        b.assign(a)
+    x = tf.random.stateless_uniform([6, 32, 32, 3], (0, 1), 0, 255)
+    (loss, gradients), (plain_loss, plain_gradients) = _train_step(recomputing)(x), _train_step(plain)(x)
+    assert float(loss) == float(plain_loss)
+    for variable, got, want in zip(plain.trainable_variables, gradients, plain_gradients):
+        np.testing.assert_array_equal(got, want, err_msg=variable.path)
+    for a, b in zip(recomputing.non_trainable_variables, plain.non_trainable_variables):
+        np.testing.assert_array_equal(a, b, err_msg=a.path)
+    np.testing.assert_array_equal(recomputing(x, training=False), plain(x, training=False))
+
+
+def test_the_backward_keeps_no_relu_output():
+    """The filter gradient of a linked conv reads a ReLU recomputed after the upstream gradient arrives;
+    one from the forward pass would stay in memory from the forward to the backward."""
+    model = resnet(18, 16, 4, cifar_stem=True)
+    graph = _train_step(model).get_concrete_function(tf.TensorSpec([2, 16, 16, 3])).graph
+    linked = _linked_convs(model)
+    read_after_gradient = [_waits_for_gradient(op.inputs[0].op)
+                           for op in graph.get_operations()
+                           if op.type == "Conv2DBackpropFilter" and op.inputs[0].op.type == "Relu"]
+    assert linked and read_after_gradient.count(True) == len(linked)
+    _unlink(model)
+    graph = _train_step(model).get_concrete_function(tf.TensorSpec([2, 16, 16, 3])).graph
+    assert not any(_waits_for_gradient(op.inputs[0].op) for op in graph.get_operations()
+                   if op.type == "Conv2DBackpropFilter" and op.inputs[0].op.type == "Relu")
+
+
+def _waits_for_gradient(relu: tf.Operation) -> bool:
+    """Whether the ReLU's input (the recomputed BatchNorm) has a control dependency."""
+    return bool(relu.inputs[0].op.control_inputs)
+
+
+def test_the_linked_layers_pass_through_only_in_training():
+    model = resnet(18, 16, 4, cifar_stem=True)
+    conv = _linked_convs(model)[0]
+    relu = model.get_layer(conv.name.replace("conv2", "relu1"))
+    x = tf.random.stateless_normal([2, 16, 16, 4], (0, 2))
+    np.testing.assert_array_equal(relu(x, training=True), x)
+    np.testing.assert_array_equal(conv.batch_norm(x, training=True), x)
+    np.testing.assert_array_equal(relu(x, training=False), tf.nn.relu(x))
+    conv.batch_norm.trainable = False  # a frozen BatchNorm normalises with its moving statistics
+    np.testing.assert_array_equal(relu(x, training=True), tf.nn.relu(x))
+
+
+def test_a_keras_batch_norm_stays_unlinked_and_a_relu_with_options_is_refused():
+    relu, conv = recomputed_activation.ReLU(), recomputed_activation.Conv2D(4, 3, padding="same", use_bias=False)
+    recomputed_activation.link(keras.layers.BatchNormalization(), relu, conv)
+    assert conv.batch_norm is None and relu.batch_norm is None
+    from simsiam_keras.nets.batch_norm import BatchNormalization
+
+    with pytest.raises(ValueError, match="plain ReLU"):
+        recomputed_activation.link(BatchNormalization(), recomputed_activation.ReLU(max_value=6.0), conv)
