@@ -40,18 +40,19 @@ def _conv(filters: int, kernel: int, stride: int, name: str, pad: int | None = N
     return apply
 
 
-def _bn_relu_conv(x, filters: int, kernel: int, stride: int, sync_bn: bool, name: str, bn: str, relu: str, conv: str):
-    """BatchNorm, ReLU, conv: the ReLU's output recomputed in the backward where the conv is a plain
-    stride-1 one (nets/recomputed_activation.py)."""
-    bn_layer = batch_norm(sync_bn, name=f"{name}_{bn}")
+def _bn_relu_conv(x, filters: int, kernel: int, stride: int, sync_bn: bool, name: str, index: int):
+    """bn{index} -> relu{index} -> conv{index + 1} of a block; where the conv has stride 1, the ReLU's
+    output is recomputed in the backward instead of kept (nets/recomputed_activation.py)."""
+    bn = batch_norm(sync_bn, name=f"{name}_bn{index}")
+    conv_name, relu_name = f"{name}_conv{index + 1}", f"{name}_relu{index}"
     if stride > 1:
-        return _conv(filters, kernel, stride, f"{name}_{conv}")(keras.layers.ReLU(name=f"{name}_{relu}")(bn_layer(x)))
-    relu_layer = recomputed_activation.ReLU(name=f"{name}_{relu}")
-    conv_layer = recomputed_activation.Conv2D(
-        filters, kernel, padding="same", use_bias=False, kernel_initializer=conv_initializer(), name=f"{name}_{conv}",
+        return _conv(filters, kernel, stride, conv_name)(keras.layers.ReLU(name=relu_name)(bn(x)))
+    relu = recomputed_activation.ReLU(name=relu_name)
+    conv = recomputed_activation.Conv2D(
+        filters, kernel, padding="same", use_bias=False, kernel_initializer=conv_initializer(), name=conv_name,
     )
-    recomputed_activation.link(bn_layer, relu_layer, conv_layer)
-    return conv_layer(relu_layer(bn_layer(x)))
+    recomputed_activation.link(bn, relu, conv)
+    return conv(relu(bn(x)))
 
 
 def _shortcut(x, filters: int, stride: int, sync_bn: bool, name: str):
@@ -64,7 +65,7 @@ def _shortcut(x, filters: int, stride: int, sync_bn: bool, name: str):
 def _basic_block(x, filters: int, stride: int, sync_bn: bool, name: str):
     shortcut = _shortcut(x, filters, stride, sync_bn, name)
     y = _conv(filters, 3, stride, f"{name}_conv1")(x)
-    y = _bn_relu_conv(y, filters, 3, 1, sync_bn, name, "bn1", "relu1", "conv2")
+    y = _bn_relu_conv(y, filters, 3, 1, sync_bn, name, 1)
     y = batch_norm(sync_bn, zero_gamma=True, name=f"{name}_bn2")(y)
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
 
@@ -72,8 +73,8 @@ def _basic_block(x, filters: int, stride: int, sync_bn: bool, name: str):
 def _bottleneck_block(x, filters: int, stride: int, sync_bn: bool, name: str):
     shortcut = _shortcut(x, filters * 4, stride, sync_bn, name)
     y = _conv(filters, 1, 1, f"{name}_conv1")(x)
-    y = _bn_relu_conv(y, filters, 3, stride, sync_bn, name, "bn1", "relu1", "conv2")
-    y = _bn_relu_conv(y, filters * 4, 1, 1, sync_bn, name, "bn2", "relu2", "conv3")
+    y = _bn_relu_conv(y, filters, 3, stride, sync_bn, name, 1)
+    y = _bn_relu_conv(y, filters * 4, 1, 1, sync_bn, name, 2)
     y = batch_norm(sync_bn, zero_gamma=True, name=f"{name}_bn3")(y)
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
 
