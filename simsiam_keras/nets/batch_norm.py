@@ -9,7 +9,9 @@ synchronised mode all-reduces the sum, the sum of squares and a full-size count 
   the count taken from the static shape;
 - the moving variance follows torch.nn.BatchNorm: it averages the unbiased batch variance,
   while the batch is normalised with the biased one;
-- statistics in float32 under mixed precision.
+- statistics in float32 under mixed precision;
+- once nets/recomputed_activation.py has linked it to the conv after its ReLU, it passes its input
+  through, and that conv applies it.
 Inference, masks, renorm and other axes use Keras' own computation.
 """
 

@@ -56,10 +56,10 @@ class Conv2D(keras.layers.Conv2D):
                 # Not before the gradient arrives: else the graph may recompute it during the forward pass.
                 with tf.control_dependencies([upstream]):
                     # Normalised with the batch's own statistics, as the forward pass did: the same values.
-                    y = tf.raw_ops.FusedBatchNormV3(
+                    normalised = tf.raw_ops.FusedBatchNormV3(
                         x=x, scale=gamma, offset=beta, mean=reserve[0], variance=reserve[1], epsilon=bn.epsilon,
                         data_format="NHWC", is_training=False)[0]
-                activated = tf.nn.relu(tf.cast(y, x.dtype))
+                activated = tf.nn.relu(tf.cast(normalised, x.dtype))
                 d_activated = tf.raw_ops.Conv2DBackpropInput(
                     input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream, **options)
                 d_kernel = tf.raw_ops.Conv2DBackpropFilter(
