@@ -33,8 +33,7 @@ def _train_step(model: keras.Model):
 @pytest.mark.parametrize("depth, width, linked", [(18, 8, 8), (50, 4, 29)])
 def test_training_is_unchanged_by_the_recomputation(depth, width, linked):
     """Same loss, gradients and moving statistics as the layers run one by one, to the bit."""
-    models = [resnet(depth, 32, width, cifar_stem=depth == 18) for _ in range(2)]
-    recomputing, plain = models
+    recomputing, plain = (resnet(depth, 32, width, cifar_stem=depth == 18) for _ in range(2))
     assert len(_linked_convs(recomputing)) == linked  # a basic block's conv2; a bottleneck's stride-1 conv2 and conv3
     _unlink(plain)
     assert not _linked_convs(plain)
@@ -54,21 +53,18 @@ def test_the_backward_keeps_no_relu_output():
     """The filter gradient of a linked conv reads a ReLU recomputed after the upstream gradient arrives;
     one from the forward pass would stay in memory from the forward to the backward."""
     model = resnet(18, 16, 4, cifar_stem=True)
-    graph = _train_step(model).get_concrete_function(tf.TensorSpec([2, 16, 16, 3])).graph
     linked = _linked_convs(model)
-    read_after_gradient = [_waits_for_gradient(op.inputs[0].op)
-                           for op in graph.get_operations()
-                           if op.type == "Conv2DBackpropFilter" and op.inputs[0].op.type == "Relu"]
-    assert linked and read_after_gradient.count(True) == len(linked)
+    assert linked and _relus_read_by_filter_gradients(model).count(True) == len(linked)
     _unlink(model)
+    assert not any(_relus_read_by_filter_gradients(model))
+
+
+def _relus_read_by_filter_gradients(model: keras.Model) -> list[bool]:
+    """For each conv filter gradient of a train step that reads a ReLU: whether that ReLU waits for the
+    upstream gradient (its input, the recomputed BatchNorm, has a control dependency)."""
     graph = _train_step(model).get_concrete_function(tf.TensorSpec([2, 16, 16, 3])).graph
-    assert not any(_waits_for_gradient(op.inputs[0].op) for op in graph.get_operations()
-                   if op.type == "Conv2DBackpropFilter" and op.inputs[0].op.type == "Relu")
-
-
-def _waits_for_gradient(relu: tf.Operation) -> bool:
-    """Whether the ReLU's input (the recomputed BatchNorm) has a control dependency."""
-    return bool(relu.inputs[0].op.control_inputs)
+    return [bool(op.inputs[0].op.inputs[0].op.control_inputs) for op in graph.get_operations()
+            if op.type == "Conv2DBackpropFilter" and op.inputs[0].op.type == "Relu"]
 
 
 def test_the_linked_layers_pass_through_only_in_training():
