@@ -250,3 +250,16 @@ def test_a_preempted_finetuning_resumes_to_the_same_weights_and_its_folder_has_o
     assert f"resuming {run} from its backup at the {position}" in resumed.stdout, resumed.stdout
     assert not (run / "run.lock").exists()
     assert same_classifier_weights(whole, run)
+
+
+def test_a_diverging_finetuning_is_one_error_line_and_exit_code_3(whole_finetuning, tmp_path):
+    argv, _ = whole_finetuning
+    run = tmp_path / "diverged"
+    ran = run_main(main, *argv, "--lr", "1e30", "--backup-every-steps", "1", "--output-dir", run)
+    assert ran.returncode == 3, ran.stderr[-2000:]
+    last = ran.stderr.strip().splitlines()[-1]
+    # lr 1e30: the first step's update overflows the weights, so the second step's loss is NaN.
+    assert last == (f"error: the loss is nan at epoch 1, step 2 of {STEPS} (global step 2); training stopped; "
+                    f"the last good backup (epoch 1, step 1 of {STEPS}) is in {run / 'backup'}"), last
+    assert "Traceback" not in ran.stderr
+    assert not (run / "classifier.keras").exists() and not (run / "run.lock").exists()

@@ -21,19 +21,21 @@ from simsiam_keras.train.divergence import DivergenceError
 from simsiam_keras.train.preemption import Preempted
 from simsiam_keras.train.pretrain import MIXED_PRECISION, PretrainResult, pretrain
 
+# A NaN or Inf loss (or weights): training stopped at that step.
+EXIT_DIVERGED = 3
 # A backup that cannot be written (a full disk, an I/O error): sysexits' EX_IOERR.
 EXIT_BACKUP_FAILED = 74
-# What ends a run without a bug: a preemption notice (after its backup), a backup that cannot be written.
-RUN_STOPS = (Preempted, BackupError)
+# What ends a run without a bug: a preemption notice (after its backup), a diverged loss, a backup that cannot be written.
+RUN_STOPS = (Preempted, DivergenceError, BackupError)
 
 
-def report_stop(stop: Preempted | BackupError) -> int:
-    """The stop's one line on stderr; the status a wrapper acts on: 128 + the signal, or EXIT_BACKUP_FAILED."""
+def report_stop(stop: Preempted | DivergenceError | BackupError) -> int:
+    """The stop's one line on stderr; the status a wrapper acts on: 128 + the signal, EXIT_DIVERGED or EXIT_BACKUP_FAILED."""
     if isinstance(stop, Preempted):
         print(stop, file=sys.stderr)
         return stop.exit_status
     print(f"error: {stop}", file=sys.stderr)
-    return EXIT_BACKUP_FAILED
+    return EXIT_DIVERGED if isinstance(stop, DivergenceError) else EXIT_BACKUP_FAILED
 
 
 def build_parser() -> ArgumentParser:
@@ -110,9 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         result = pretrain(config)
     except USER_ERRORS as error:
         return parser.report(error)
-    except DivergenceError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 3
     except RUN_STOPS as stop:
         return report_stop(stop)
     print(closing_lines(result, config))

@@ -18,6 +18,7 @@ the index, and raises `BackupError`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -26,7 +27,7 @@ import re
 import shutil
 import sys
 import tempfile
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import keras
 import tensorflow as tf
@@ -226,6 +227,16 @@ class RunBackup:
         self.scratch = None if self.chief else _worker_scratch(output_dir, strategy)
         self.latest: Position | None = None
         self._metric_values: list | None = None
+
+    @contextlib.contextmanager
+    def naming_last_good(self) -> Iterator[None]:
+        """A `DivergenceError` raised inside says which backup is the last good one, and where it is."""
+        try:
+            yield
+        except DivergenceError as error:
+            last = self.latest
+            kept = f"the last good backup ({last.describe()}) is in {self.directory}" if last else "no backup was made"
+            raise DivergenceError(f"{error}; {kept}") from None
 
     def restore(self, position: Position) -> None:
         """Loads a backup into the model and both optimizers (every variable must be found)."""

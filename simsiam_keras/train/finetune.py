@@ -270,10 +270,12 @@ def finetune(
         backups = backup.BackupCallback(run_backup, config.backup_every_steps, start_at)
         callbacks += [backups, StopOnSignal(signals, backups.backup_now, strategy)]
         train_start = time.time()
-        for segment in backup.resume_segments(start_at, schedule.epochs, schedule.steps_per_epoch):
-            batches = train_dataset(labelled.bank, crop, train_config).skip(segment.skip)
-            classifier.fit(batches, initial_epoch=segment.first, epochs=schedule.epochs, steps_per_epoch=segment.steps,
-                           callbacks=callbacks + ([backup.StopAtEpochEnd()] if segment.one_epoch else []), verbose=verbose)
+        with run_backup.naming_last_good():
+            for segment in backup.resume_segments(start_at, schedule.epochs, schedule.steps_per_epoch):
+                batches = train_dataset(labelled.bank, crop, train_config).skip(segment.skip)
+                classifier.fit(batches, initial_epoch=segment.first, epochs=schedule.epochs, steps_per_epoch=segment.steps,
+                               callbacks=callbacks + ([backup.StopAtEpochEnd()] if segment.one_epoch else []),
+                               verbose=verbose)
         train_seconds = time.time() - train_start
 
         logits, test_labels = [], []

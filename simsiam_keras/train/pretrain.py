@@ -29,7 +29,7 @@ from simsiam_keras.run_files import check_output_dir, write_atomic
 from simsiam_keras.run_lock import RunLock
 from simsiam_keras.train import backup
 from simsiam_keras.train.distribute import all_gpus, check_batch_size, is_chief, make_strategy, weights_fingerprint
-from simsiam_keras.train.divergence import DivergenceError, DivergenceGuard
+from simsiam_keras.train.divergence import DivergenceGuard
 from simsiam_keras.train.history import HistoryCSV, keep_history
 from simsiam_keras.train.preemption import PreemptionSignals, StopOnSignal
 from simsiam_keras.train.step_memory import reserve_step_memory
@@ -264,7 +264,7 @@ def fit(run: PretrainRun, callbacks: list[keras.callbacks.Callback],
     if not segments:
         print(f"{config.output_dir}: all {config.epochs} epochs were already trained")
     history: dict[str, list[float]] = {}
-    try:
+    with run.backup.naming_last_good():
         for segment in segments:
             dataset = run.strategy.distribute_datasets_from_function(pipeline.input_fn(
                 run.images, SimSiamAugment(config.image_size, config.augment), config.batch_size,
@@ -279,10 +279,6 @@ def fit(run: PretrainRun, callbacks: list[keras.callbacks.Callback],
             )
             for key, values in fitted.history.items():
                 history.setdefault(key, []).extend(values)
-    except DivergenceError as error:
-        last = run.backup.latest
-        kept = f"the last good backup ({last.describe()}) is in {run.backup.directory}" if last else "no backup was made"
-        raise DivergenceError(f"{error}; {kept}") from None
     return history
 
 
