@@ -1,6 +1,6 @@
 """Counts how often a synthetic pretraining run's data resolution enters each `simsiam_keras/data/` module.
 
-    PYTHONPATH=. python -m tests.measure_data_entries [--calls-only] [--folder]
+    python -m tests.measure_data_entries [--calls-only] [--folder]
 
 Traces (`sys.setprofile`) `pretrain` of a tiny synthetic run (`epochs=0`, so the kNN monitor
 evaluates the random-init encoder once and nothing is trained: the data is resolved, described,

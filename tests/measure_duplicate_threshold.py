@@ -1,6 +1,6 @@
 """Measures where `--duplicate-threshold` should sit: near-duplicate copies vs the nearest distinct image.
 
-    PYTHONPATH=. python -m tests.measure_duplicate_threshold [RUN_DIR]
+    python -m tests.measure_duplicate_threshold [RUN_DIR]
 
 Pretrains the encoder of tests/test_finetune.py's `digits_run` on scikit-learn's digits (32x32; 120
 steps of 128, width 8) unless RUN_DIR holds one, then embeds all 1,797 digits and copies of 300 of
