@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from simsiam_keras.benchmark.input_throughput import input_throughput_files, write_jpeg_folder
+from simsiam_keras.benchmark.roofline import forward_multiply_adds, train_step_flops
 from simsiam_keras.benchmark.train_throughput import train_throughput
 
 
@@ -52,6 +53,29 @@ def test_train_benchmark_reports_throughput_peak_memory_and_the_profile(tmp_path
     kinds = " ".join(profile)
     for kind in ("Conv2D", "Conv2DBackpropFilter", "FusedBatchNormV3", "FusedBatchNormGradV3", "ResourceApplyMomentum"):
         assert kind in kinds, kinds
+    # The rate in FLOP/s is the step's work at the best round's rate, beside a matmul's.
+    assert result["step_gflop"] > 0 and result["matmul_gflops"] > 0 and result["peer_gflops"] is None
+    assert result["gflops"] == pytest.approx(result["step_gflop"] * result["images_per_second"] / 8)
+
+
+def test_multiply_adds_are_counted_per_layer_and_match_the_published_resnet_counts():
+    import keras
+
+    from simsiam_keras.nets.backbone import build_backbone
+
+    images = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(images)  # 8*8*4 outputs x 3*3*3
+    x = keras.layers.Conv2D(6, 1, strides=2)(x)  # 4*4*6 outputs x 4
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)  # 4*4*6 outputs x 3*3
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    inner = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5)])  # 6*5, nested
+    model = keras.Model(images, inner(x))
+    macs = 8 * 8 * 4 * 27 + 4 * 4 * 6 * 4 + 4 * 4 * 6 * 9 + 6 * 5
+    assert forward_multiply_adds(model) == macs
+    assert train_step_flops(model, batch_size=3) == 2 * 3 * macs * 3 * 2
+    # ResNet-50 at 224 px: 4.09 G multiply-adds (torchvision's count); ResNet-18 for CIFAR: 0.56 G.
+    assert forward_multiply_adds(build_backbone("resnet50", 224, 64, False)) / 1e9 == pytest.approx(4.09, rel=0.01)
+    assert forward_multiply_adds(build_backbone("resnet18_cifar", 32, 64, False)) / 1e9 == pytest.approx(0.556, rel=0.01)
 
 
 def test_host_and_device_augmentation_are_measured_alternately_on_tiny_inputs(tmp_path):

@@ -96,3 +96,8 @@ def test_tiny_peer_run_reports_both_rates_and_their_ratio():
     assert ratio == pytest.approx(max(ours) / max(torch_rates), rel=0.02, abs=0.01)
     by_round = [float(x) for x in re.search(r"round by round: ([\d.x ]+)", out).group(1).replace("x", "").split()]
     assert by_round == pytest.approx([a / b for a, b in zip(ours, torch_rates)], rel=0.02, abs=0.01)
+    # Both rates in GFLOP/s: the same step's work, so in the ratio of the images/s.
+    work = re.search(r"([\d.]+) GFLOP a step .*: ([\d.]+) GFLOP/s .*; torch ([\d.]+) GFLOP/s .* matmul ([\d.]+) GFLOP/s", out)
+    step_gflop, ours_gflops, torch_gflops, matmul_gflops = (float(x) for x in work.groups())
+    assert ours_gflops == pytest.approx(step_gflop * max(ours) / 8, rel=0.1, abs=1)
+    assert torch_gflops == pytest.approx(step_gflop * max(torch_rates) / 8, rel=0.1, abs=1) and matmul_gflops > 0

@@ -13,6 +13,7 @@ from simsiam_keras.benchmark import torch_peer
 from simsiam_keras.benchmark.host_memory import HostMemory, measure_host_memory
 from simsiam_keras.benchmark.op_time import op_time_by_type, traced
 from simsiam_keras.benchmark.peer_process import PeerProcess
+from simsiam_keras.benchmark.roofline import matmul_rate, train_step_flops
 from simsiam_keras.config import BENCHMARK_BATCH_SIZE, check_config, make_config
 from simsiam_keras.data.autotuner import without_autotuner
 from simsiam_keras.data.pipeline import check_augment_on
@@ -48,7 +49,9 @@ def train_throughput(
     (torch_peer.TorchStep) alternately with ours, `rounds` times each (default 2 with a peer,
     else 1), both on `threads` threads (default: TensorFlow's intra-op thread count); the
     rates are the best round of each, `ratio` is ours over the peer's, and `round_ratios` the
-    same per round. `steps_per_execution`
+    same per round. `gflops` (and `peer_gflops`) is the rate of the best round in floating-point
+    operations (`step_gflop` a step: convolutions and matmuls, benchmark.roofline), `matmul_gflops`
+    a float32 2048 x 2048 matmul's on the same threads. `steps_per_execution`
     and `jit_compile` are the pretraining run's settings of the same names. With
     `augment_on="device"` the step gets uint8 crops and view seeds and draws the views'
     appearance itself, as a `--augment-on device` run's does. With `profile_dir`, `steps` more
@@ -115,6 +118,7 @@ def train_throughput(
         if profile_dir:
             with traced(profile_dir):
                 ours(steps)
+        flops, peak = train_step_flops(model, batch), matmul_rate()
     peer_memory = peer_step.close() if peer_step else HostMemory()
     best = max(rates)
     return {
@@ -138,6 +142,11 @@ def train_throughput(
         "round_ratios": [ours_rate / peer_rate for ours_rate, peer_rate in zip(rates, peer_rates)],
         "parameters": float(model.backbone.count_params()),
         "profile": op_time_by_type(profile_dir) if profile_dir else None,
+        # The step's convolution and matmul work (benchmark.roofline), the rates it ran at, and a float32 matmul's.
+        "step_gflop": flops / 1e9,
+        "gflops": flops / 1e9 * best / batch,
+        "peer_gflops": flops / 1e9 * max(peer_rates) / batch if peer_rates else None,
+        "matmul_gflops": peak / 1e9,
         "peak_rss_mb": memory.peak_mb,
         "rss_before_mb": memory.before_mb,
         "rss_increase_mb": memory.increase_mb,

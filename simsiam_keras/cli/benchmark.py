@@ -8,12 +8,14 @@
     simsiam-benchmark input --backbone-width 16
     simsiam-benchmark export exported/quickstart          # SavedModel vs ONNX Runtime inference
 
-`train` prints images/s and the peak host memory (RSS) of the run; run one preset per command,
-since a process's memory high-water mark is its own. `--peer torch` (needs `pip install -e .[torch]`)
-times the same SimSiam step in PyTorch, in a process of its own, alternately with ours, on the same
-number of threads, and prints both rates, their ratio and each process's peak memory. `input` prints, for each preset, the input
-pipeline's pairs of views/s per stage, the train step's, host against device augmentation
-measured alternately, and what device augmentation adds to the train step.
+`train` prints images/s, the same rate in GFLOP/s beside a float32 matmul's on the same threads
+(how close the step comes to the machine), and the peak host memory (RSS) of the run; run one
+preset per command, since a process's memory high-water mark is its own. `--peer torch` (needs
+`pip install -e .[torch]`) times the same SimSiam step in PyTorch, in a process of its own,
+alternately with ours, on the same number of threads, and prints both rates, their ratio and each
+process's peak memory. `input` prints, for each preset, the input pipeline's pairs of views/s per
+stage, the train step's, host against device augmentation measured alternately, and what device
+augmentation adds to the train step.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 
 from simsiam_keras.benchmark.export_throughput import export_throughput
 from simsiam_keras.benchmark.input_throughput import input_benchmark
+from simsiam_keras.benchmark.roofline import MATMUL_SIZE
 from simsiam_keras.benchmark.train_throughput import train_throughput
 from simsiam_keras.cli.parser import USER_ERRORS, ArgumentParser
 from simsiam_keras.config import AUGMENT_ON, BENCHMARK_BATCH_SIZE
@@ -99,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  rounds, images/s: ours {rates(result['rounds'])}; torch {rates(result['peer_rounds'])}")
         print(f"  ours/torch: {result['ratio']:.2f}x (best round of each); round by round: "
               + " ".join(f"{ratio:.2f}x" for ratio in result["round_ratios"]))
+    print(f"  {result['step_gflop']:.1f} GFLOP a step (convolutions and matmuls: forward and both gradients, two views): "
+          f"{gflops_line(result['gflops'], result['matmul_gflops'])}"
+          + (f"; torch {gflops_line(result['peer_gflops'], result['matmul_gflops'])}" if result["peer"] else "")
+          + f"; a float32 {MATMUL_SIZE}x{MATMUL_SIZE} matmul {result['matmul_gflops']:.0f} GFLOP/s")
     if result["load_average"] is not None:
         print(f"  load average {result['load_average']:.2f} when the run started, on {os.cpu_count()} CPUs "
               f"(other processes slow both steps, the peer's threads more)")
@@ -111,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         for op in result["profile"][:PROFILE_LINES]:
             print(f"    {op.op_type:<36}{100 * op.share:5.1f}%  {op.seconds:8.3f} s  {op.count:6d} ops")
     return 0
+
+
+def gflops_line(gflops: float, matmul_gflops: float) -> str:
+    return f"{gflops:.0f} GFLOP/s ({100 * gflops / matmul_gflops:.0f}% of a matmul's)"
 
 
 def rates(values: list[float]) -> str:
