@@ -87,3 +87,46 @@ def test_a_keras_batch_norm_stays_unlinked_and_a_relu_with_options_is_refused():
 
     with pytest.raises(ValueError, match="plain ReLU"):
         recomputed_activation.link(BatchNormalization(), recomputed_activation.ReLU(max_value=6.0), conv)
+
+
+def test_only_chains_whose_outputs_feed_only_the_next_layer_are_linked():
+    """A ReLU passing its input through while another layer also reads its output would hand that
+    layer the un-activated values: such chains stay unlinked, and training gives the plain result."""
+    from simsiam_keras.nets.batch_norm import BatchNormalization
+
+    def chain(x, name):
+        bn = BatchNormalization(name=f"{name}_bn")(x)
+        relu = recomputed_activation.ReLU(name=f"{name}_relu")(bn)
+        conv = recomputed_activation.Conv2D(4, 3, padding="same", use_bias=False, name=f"{name}_conv")(relu)
+        return bn, relu, conv
+
+    def build():
+        x = keras.Input((8, 8, 4))
+        _, _, clean = chain(x, "clean")
+        _, relu_read, conv = chain(clean, "relu_read")  # its ReLU's output is also added below
+        bn_read, _, conv = chain(keras.layers.Add()([conv, relu_read]), "bn_read")  # its BatchNorm's too
+        _, relu_out, _ = chain(keras.layers.Add()([conv, bn_read]), "relu_out")  # its ReLU's is the model's output
+        return keras.Model(x, relu_out)
+
+    model, plain = build(), build()
+    assert recomputed_activation.link_chains(model) == 1
+    assert [layer.name for layer in _linked_convs(model)] == ["clean_conv"]
+    for a, b in zip(model.weights, plain.weights):
+        b.assign(a)
+    x = tf.random.stateless_normal([3, 8, 8, 4], (0, 3))
+    np.testing.assert_array_equal(model(x, training=True), plain(x, training=True))
+
+
+def test_a_loaded_or_cloned_backbone_recomputes_as_a_built_one(tmp_path):
+    from simsiam_keras.config import make_config
+    from simsiam_keras.method.model import build_simsiam
+    from simsiam_keras.saved_run import load_backbone
+    from simsiam_keras.train.finetune import _rebuilt
+
+    config = make_config("quickstart", image_size=16, backbone_width=4, proj_dim=16, proj_hidden_dim=16, pred_hidden_dim=8)
+    build_simsiam(config).save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras").backbone  # a notebook's fit after load_model
+    finetuned = _rebuilt(load_backbone(tmp_path / "model.keras"), "float32", keep_weights=True)  # simsiam-finetune's
+    for model in loaded, finetuned:
+        assert len(_linked_convs(model)) == 8
+        assert _relus_read_by_filter_gradients(model).count(True) == 8

@@ -12,7 +12,7 @@ from simsiam_keras.method.base import BaseMethod, distributed_step
 from simsiam_keras.method.loss import per_example_loss, z_std
 from simsiam_keras.method.targets import AlternatingTargets, TargetBank, proof_of_concept_targets
 from simsiam_keras.nets import backbone as backbone_lib
-from simsiam_keras.nets import heads
+from simsiam_keras.nets import heads, recomputed_activation
 
 
 @keras.saving.register_keras_serializable(package="simsiam_keras")
@@ -142,6 +142,7 @@ class SimSiam(BaseMethod):
         for key in ("backbone", "projector", "predictor"):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
+        recomputed_activation.link_chains(config["backbone"])  # as build_backbone links them
         return cls(**config)
 
 

@@ -51,8 +51,7 @@ def _bn_relu_conv(x, filters: int, kernel: int, stride: int, sync_bn: bool, name
     conv = recomputed_activation.Conv2D(
         filters, kernel, padding="same", use_bias=False, kernel_initializer=conv_initializer(), name=conv_name,
     )
-    recomputed_activation.link(bn, relu, conv)
-    return conv(relu(bn(x)))
+    return conv(relu(bn(x)))  # linked by `resnet`, as a loaded model is
 
 
 def _shortcut(x, filters: int, stride: int, sync_bn: bool, name: str):
@@ -116,7 +115,9 @@ def resnet(
             stride = 2 if stage > 0 and block == 0 else 1
             x = block_fn(x, width * 2**stage, stride, sync_bn, f"stage{stage + 1}_block{block + 1}")
     features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    return keras.Model(inputs, features, name=name or f"resnet{depth}")
+    model = keras.Model(inputs, features, name=name or f"resnet{depth}")
+    recomputed_activation.link_chains(model)
+    return model
 
 
 def check_backbone(name: str, image_size: int, width: int = 64) -> None:

@@ -12,6 +12,8 @@ their input through in training. Layers, weights, config and every result are un
 from __future__ import annotations
 
 import weakref
+from collections import Counter
+from typing import Any, Iterator
 
 import keras
 import tensorflow as tf
@@ -97,3 +99,44 @@ def link(batch_norm: keras.layers.BatchNormalization, relu: ReLU, conv: Conv2D) 
 def _linked(layer: keras.layers.Layer) -> BatchNormalization | None:
     reference = getattr(layer, "_linked_batch_norm", None)
     return reference() if reference is not None else None
+
+
+def link_chains(model: keras.Model) -> int:
+    """`link`s every BatchNormalization -> ReLU -> Conv2D chain (of this module's ReLU and Conv2D) of
+    the functional `model` and of the models in it, in which the BatchNorm's output feeds only the
+    ReLU and the ReLU's only the conv: after building, loading (`keras.models.load_model`) or
+    cloning a model. Returns how many."""
+    linked = sum(link_chains(layer) for layer in model.layers if isinstance(layer, keras.Model))
+    config = model.get_config()
+    if "output_layers" not in config:  # a Sequential or subclassed model: only the models in it
+        return linked
+    inputs = {layer["name"]: [history[0] for history in _histories(layer["inbound_nodes"])] for layer in config["layers"]}
+    consumers = Counter(name for names in inputs.values() for name in names)
+    consumers.update(history[0] for history in _histories(config["output_layers"]))  # the model's outputs
+    for conv in model.layers:
+        if not isinstance(conv, Conv2D) or len(inputs[conv.name]) != 1:
+            continue
+        relu = model.get_layer(inputs[conv.name][0])
+        if not isinstance(relu, ReLU) or consumers[relu.name] != 1 or len(inputs[relu.name]) != 1:
+            continue
+        batch_norm = model.get_layer(inputs[relu.name][0])
+        if consumers[batch_norm.name] == 1:
+            link(batch_norm, relu, conv)
+            linked += conv.batch_norm is batch_norm
+    return linked
+
+
+def _histories(value: Any) -> Iterator[list]:
+    """Every [layer name, node index, tensor index] in a functional model's config entry: the
+    `keras_history` of an input tensor, or an output of the model."""
+    if isinstance(value, (list, tuple)) and len(value) == 3 and isinstance(value[0], str):
+        yield list(value)
+    elif isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            yield value["config"]["keras_history"]
+        else:
+            for item in value.values():
+                yield from _histories(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _histories(item)

@@ -37,6 +37,7 @@ from simsiam_keras.data.labelled import LabelChoice, choose_labels, split_labels
 from simsiam_keras.data.sources import eval_data
 from simsiam_keras.evaluate.linear_probe import HEAD, linear_probe, save_classifier, top_k_accuracy, train_dataset
 from simsiam_keras.evaluate.results import append_result
+from simsiam_keras.nets import recomputed_activation
 from simsiam_keras.export.run import export_run
 from simsiam_keras.run_files import write_atomic
 from simsiam_keras.run_lock import RunLock
@@ -124,6 +125,7 @@ def _rebuilt(backbone: keras.Model, policy: str, keep_weights: bool) -> keras.Mo
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(backbone, clone_function=clone)
+    recomputed_activation.link_chains(copy)  # the ReLU outputs recomputed in the backward, as in pretraining
     if keep_weights:
         copy.set_weights(backbone.get_weights())
     copy.trainable = True
