@@ -103,6 +103,19 @@ class BatchNormalization(keras.layers.BatchNormalization):
         y = y if len(x.shape) == 4 else tf.reshape(y, tf.shape(x))
         return tf.cast(y, self.compute_dtype), (moving_mean, moving_variance), reserve
 
+    def renormalize(self, x, gamma, beta, reserve) -> tf.Tensor:
+        """`fused_kernel`'s normalised batch again (4-D `x`), from its reserve spaces: the same values."""
+        y = tf.raw_ops.FusedBatchNormV3(x=x, scale=gamma, offset=beta, mean=reserve[0], variance=reserve[1],
+                                        epsilon=self.epsilon, data_format="NHWC", is_training=False)[0]
+        return tf.cast(y, x.dtype)
+
+    def fused_gradient(self, upstream, x, gamma, reserve) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The gradients of `fused_kernel` (4-D `x`) for `x`, gamma and beta, given its output's."""
+        d_x, d_gamma, d_beta, _, _ = tf.raw_ops.FusedBatchNormGradV3(
+            y_backprop=upstream, x=x, scale=gamma, reserve_space_1=reserve[0], reserve_space_2=reserve[1],
+            reserve_space_3=reserve[2], epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        return d_x, d_gamma, d_beta
+
     def _unfused(self, inputs, replica: tf.distribute.ReplicaContext | None):
         """Moments from sums (all-reduced in one op when `replica` is given), then the normalisation."""
         x = tf.cast(inputs, tf.float64 if inputs.dtype == tf.float64 else tf.float32)

@@ -57,20 +57,13 @@ class Conv2D(keras.layers.Conv2D):
             def grad(upstream, *_):
                 # Not before the gradient arrives: else the graph may recompute it during the forward pass.
                 with tf.control_dependencies([upstream]):
-                    # Normalised with the batch's own statistics, as the forward pass did: the same values.
-                    normalised = tf.raw_ops.FusedBatchNormV3(
-                        x=x, scale=gamma, offset=beta, mean=reserve[0], variance=reserve[1], epsilon=bn.epsilon,
-                        data_format="NHWC", is_training=False)[0]
-                activated = tf.nn.relu(tf.cast(normalised, x.dtype))
+                    activated = tf.nn.relu(bn.renormalize(x, gamma, beta, reserve))
                 d_activated = tf.raw_ops.Conv2DBackpropInput(
                     input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream, **options)
                 d_kernel = tf.raw_ops.Conv2DBackpropFilter(
                     input=activated, filter_sizes=tf.shape(kernel), out_backprop=upstream, **options)
                 d_y = tf.raw_ops.ReluGrad(gradients=d_activated, features=activated)
-                d_x, d_gamma, d_beta, _, _ = tf.raw_ops.FusedBatchNormGradV3(
-                    y_backprop=d_y, x=x, scale=gamma, reserve_space_1=reserve[0], reserve_space_2=reserve[1],
-                    reserve_space_3=reserve[2], epsilon=bn.epsilon, data_format="NHWC", is_training=True)
-                return d_x, d_gamma, d_beta, d_kernel
+                return (*bn.fused_gradient(d_y, x, gamma, reserve), d_kernel)
 
             return (tf.nn.conv2d(tf.nn.relu(y), kernel, **options), moving), grad
 
