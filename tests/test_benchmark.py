@@ -104,3 +104,12 @@ def test_input_report_ends_each_preset_with_the_device_host_ratio(monkeypatch, c
     ratios = [line for line in lines if line.rstrip().endswith("device/host: 4.2x")]
     assert [line.split(":")[0].strip() for line in ratios] == ["cifar", "imagenet"]
     assert any("5% of the 1600 ms step" in line for line in lines)
+
+
+def test_a_bfloat16_step_is_not_compared_with_a_float32_matmul(capsys):
+    from simsiam_keras.cli.benchmark import main
+
+    tiny = ["train", "--backbone-width", "4", "--image-size", "16", "--batch-size", "8", "--steps", "1", "--warmup-steps", "0"]
+    assert main([*tiny, "--mixed-precision", "bfloat16"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "GFLOP a step" in line)
+    assert "GFLOP/s" in line and "matmul's" not in line and "float32" not in line, line

@@ -116,6 +116,14 @@ def test_only_chains_whose_outputs_feed_only_the_next_layer_are_linked():
     x = tf.random.stateless_normal([3, 8, 8, 4], (0, 3))
     np.testing.assert_array_equal(model(x, training=True), plain(x, training=True))
 
+    # Inputs made by keras.ops calls (no layer to look up) and chains `link` refuses: left alone, no error.
+    x = keras.Input((8, 8, 4))
+    y = recomputed_activation.Conv2D(4, 3, padding="same", use_bias=False)(keras.ops.relu(x) + 0.0)
+    y = recomputed_activation.ReLU(max_value=6.0)(BatchNormalization()(y))
+    y = recomputed_activation.Conv2D(4, 3, padding="same", use_bias=True)(y)
+    y = recomputed_activation.ReLU()(keras.ops.add(BatchNormalization()(y), 0.0))
+    assert recomputed_activation.link_chains(keras.Model(x, recomputed_activation.Conv2D(4, 1, use_bias=False)(y))) == 0
+
 
 def test_a_loaded_or_cloned_backbone_recomputes_as_a_built_one(tmp_path):
     from simsiam_keras.config import make_config

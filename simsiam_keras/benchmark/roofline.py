@@ -2,10 +2,13 @@
 
 A step's floating-point work is its convolutions' and dense layers' multiply-adds, twice (a
 multiply and an add), three times (the forward pass, the input gradient, the weight gradient), for
-every image of every view. BatchNorm, ReLU, the residual adds and the optimizer's update are memory
-traffic, not counted. Dividing by the step's time gives the rate it sustains, which
-`simsiam-benchmark train` puts next to the rate of a float32 2048 x 2048 matmul on the same threads:
-a step near that rate has little left to gain from scheduling or kernels, in any framework.
+every image of every view (the usual convention: the first convolution's input gradient, which no
+one computes, is counted too, ~1% of a ResNet-50 step). BatchNorm, ReLU, the residual adds and the
+optimizer's update are memory traffic, not counted; so are layer types other than Conv1D/2D/3D,
+DepthwiseConv2D and Dense. Dividing by the step's time gives the rate it sustains, which
+`simsiam-benchmark train` puts next to the rate of a float32 2048 x 2048 matmul on the same CPU
+threads (for a float32 step on one CPU replica): a step near that rate has little left to gain from
+scheduling or kernels, in any framework.
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ def _leaf_layers(model: keras.Layer) -> Iterator[keras.Layer]:
 
 def forward_multiply_adds(model: keras.Model) -> int:
     """Multiply-adds of one image's forward pass through `model`'s convolutions and dense layers
-    (nested models included; each layer counted at the output shape of its call)."""
+    (nested models included; each layer counted once, at the output shape of its call)."""
     total = 0
     for layer in _leaf_layers(model):
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            kernel = layer.kernel.shape  # conv: kh, kw, inputs per group, outputs; dense: inputs, outputs
+        if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense)):
+            kernel = layer.kernel.shape  # conv: window, inputs per group, outputs; dense: inputs, outputs
             per_output = int(np.prod(kernel[:-1]))
         elif isinstance(layer, keras.layers.DepthwiseConv2D):
             per_output = int(np.prod(layer.kernel.shape[:2]))

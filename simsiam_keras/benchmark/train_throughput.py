@@ -51,7 +51,7 @@ def train_throughput(
     rates are the best round of each, `ratio` is ours over the peer's, and `round_ratios` the
     same per round. `gflops` (and `peer_gflops`) is the rate of the best round in floating-point
     operations (`step_gflop` a step: convolutions and matmuls, benchmark.roofline), `matmul_gflops`
-    a float32 2048 x 2048 matmul's on the same threads. `steps_per_execution`
+    a float32 2048 x 2048 matmul's on the same threads (None unless the step is float32 on one CPU replica). `steps_per_execution`
     and `jit_compile` are the pretraining run's settings of the same names. With
     `augment_on="device"` the step gets uint8 crops and view seeds and draws the views'
     appearance itself, as a `--augment-on device` run's does. With `profile_dir`, `steps` more
@@ -119,7 +119,10 @@ def train_throughput(
             with traced(profile_dir):
                 ours(steps)
     peer_memory = peer_step.close() if peer_step else HostMemory()
-    flops, peak = train_step_flops(model, batch), matmul_rate()  # after the memory's peak is read
+    flops = train_step_flops(model, batch)
+    # A float32 matmul on this process's CPU threads compares with a float32 step on one CPU replica only.
+    comparable = mixed_precision == "off" and distribution.num_replicas_in_sync == 1 and not tf.config.list_logical_devices("GPU")
+    peak = matmul_rate() if comparable else None  # after the memory's peak is read
     best = max(rates)
     return {
         "backbone": config.backbone,
@@ -146,7 +149,7 @@ def train_throughput(
         "step_gflop": flops / 1e9,
         "gflops": flops / 1e9 * best / batch,
         "peer_gflops": flops / 1e9 * max(peer_rates) / batch if peer_rates else None,
-        "matmul_gflops": peak / 1e9,
+        "matmul_gflops": peak / 1e9 if peak else None,
         "peak_rss_mb": memory.peak_mb,
         "rss_before_mb": memory.before_mb,
         "rss_increase_mb": memory.increase_mb,

@@ -102,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  rounds, images/s: ours {rates(result['rounds'])}; torch {rates(result['peer_rounds'])}")
         print(f"  ours/torch: {result['ratio']:.2f}x (best round of each); round by round: "
               + " ".join(f"{ratio:.2f}x" for ratio in result["round_ratios"]))
+    matmul = result["matmul_gflops"]
     print(f"  {result['step_gflop']:.1f} GFLOP a step (convolutions and matmuls: forward and both gradients, two views): "
-          f"{gflops_line(result['gflops'], result['matmul_gflops'])}"
-          + (f"; torch {gflops_line(result['peer_gflops'], result['matmul_gflops'])}" if result["peer"] else "")
-          + f"; a float32 {MATMUL_SIZE}x{MATMUL_SIZE} matmul {result['matmul_gflops']:.0f} GFLOP/s")
+          f"{gflops_line(result['gflops'], matmul)}"
+          + (f"; torch {gflops_line(result['peer_gflops'], matmul)}" if result["peer"] else "")
+          + (f"; a float32 {MATMUL_SIZE}x{MATMUL_SIZE} matmul {matmul:.0f} GFLOP/s" if matmul else ""))
     if result["load_average"] is not None:
         print(f"  load average {result['load_average']:.2f} when the run started, on {os.cpu_count()} CPUs "
               f"(other processes slow both steps, the peer's threads more)")
@@ -120,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def gflops_line(gflops: float, matmul_gflops: float) -> str:
-    return f"{gflops:.0f} GFLOP/s ({100 * gflops / matmul_gflops:.0f}% of a matmul's)"
+def gflops_line(gflops: float, matmul_gflops: float | None) -> str:
+    share = f" ({100 * gflops / matmul_gflops:.0f}% of a matmul's)" if matmul_gflops else ""
+    return f"{gflops:.0f} GFLOP/s{share}"
 
 
 def rates(values: list[float]) -> str:

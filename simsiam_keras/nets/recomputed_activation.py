@@ -77,16 +77,19 @@ def link(batch_norm: keras.layers.BatchNormalization, relu: ReLU, conv: Conv2D) 
     and `conv` only `relu`'s. A Keras BatchNormalization (no fused kernel to recompute with) stays unlinked."""
     if not isinstance(batch_norm, BatchNormalization):
         return
-    plain = (
-        relu.max_value is None and not relu.negative_slope and not relu.threshold
-        and not conv.use_bias and conv.groups == 1 and conv.data_format == "channels_last"
-        and conv.activation in (None, keras.activations.linear)
-    )
-    if not plain:
+    if not _plain(relu, conv):
         raise ValueError(f"{conv.name} cannot apply {relu.name}: link only a plain ReLU and a bias-free conv")
     batch_norm.applied_by_next_conv = True
     # A weak reference: an attribute holding the layer would make it (and its weights) part of the other layers'.
     relu._linked_batch_norm = conv._linked_batch_norm = weakref.ref(batch_norm)
+
+
+def _plain(relu: ReLU, conv: Conv2D) -> bool:
+    return (
+        relu.max_value is None and not relu.negative_slope and not relu.threshold
+        and not conv.use_bias and conv.groups == 1 and conv.data_format == "channels_last"
+        and conv.activation in (None, keras.activations.linear)
+    )
 
 
 def _linked(layer: keras.layers.Layer) -> BatchNormalization | None:
@@ -97,8 +100,8 @@ def _linked(layer: keras.layers.Layer) -> BatchNormalization | None:
 def link_chains(model: keras.Model) -> int:
     """`link`s every BatchNormalization -> ReLU -> Conv2D chain (of this module's ReLU and Conv2D) of
     the functional `model` and of the models in it, in which the BatchNorm's output feeds only the
-    ReLU and the ReLU's only the conv: after building, loading (`keras.models.load_model`) or
-    cloning a model. Returns how many."""
+    ReLU and the ReLU's only the conv, and which `link` takes (a plain ReLU, a bias-free conv):
+    after building, loading (`keras.models.load_model`) or cloning a model. Returns how many."""
     linked = sum(link_chains(layer) for layer in model.layers if isinstance(layer, keras.Model))
     config = model.get_config()
     if "output_layers" not in config:  # a Sequential or subclassed model: only the models in it
@@ -106,14 +109,15 @@ def link_chains(model: keras.Model) -> int:
     inputs = {layer["name"]: [history[0] for history in _histories(layer["inbound_nodes"])] for layer in config["layers"]}
     consumers = Counter(name for names in inputs.values() for name in names)
     consumers.update(history[0] for history in _histories(config["output_layers"]))  # the model's outputs
+    layers = {layer.name: layer for layer in model.layers}  # an input made by a keras.ops call has no layer here
     for conv in model.layers:
         if not isinstance(conv, Conv2D) or len(inputs[conv.name]) != 1:
             continue
-        relu = model.get_layer(inputs[conv.name][0])
-        if not isinstance(relu, ReLU) or consumers[relu.name] != 1 or len(inputs[relu.name]) != 1:
+        relu = layers.get(inputs[conv.name][0])
+        if not isinstance(relu, ReLU) or consumers[relu.name] != 1 or len(inputs[relu.name]) != 1 or not _plain(relu, conv):
             continue
-        batch_norm = model.get_layer(inputs[relu.name][0])
-        if consumers[batch_norm.name] == 1:
+        batch_norm = layers.get(inputs[relu.name][0])
+        if batch_norm is not None and consumers[batch_norm.name] == 1:
             link(batch_norm, relu, conv)
             linked += conv.batch_norm is batch_norm
     return linked
