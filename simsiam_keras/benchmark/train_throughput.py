@@ -20,6 +20,7 @@ from simsiam_keras.data.pipeline import check_augment_on
 from simsiam_keras.nets.backbone import check_backbone
 from simsiam_keras.train.distribute import check_batch_size, make_strategy
 from simsiam_keras.train.pretrain import build_compiled_model
+from simsiam_keras.train.step_memory import trains_on_host
 
 
 def train_throughput(
@@ -121,7 +122,7 @@ def train_throughput(
     peer_memory = peer_step.close() if peer_step else HostMemory()
     flops = train_step_flops(model, batch)
     # A float32 matmul on this process's CPU threads compares with a float32 step on one CPU replica only.
-    comparable = mixed_precision == "off" and distribution.num_replicas_in_sync == 1 and not tf.config.list_logical_devices("GPU")
+    comparable = mixed_precision == "off" and distribution.num_replicas_in_sync == 1 and trains_on_host(distribution)
     peak = matmul_rate() if comparable else None  # after the memory's peak is read
     best = max(rates)
     return {

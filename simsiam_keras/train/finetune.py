@@ -37,8 +37,8 @@ from simsiam_keras.data.labelled import LabelChoice, choose_labels, split_labels
 from simsiam_keras.data.sources import eval_data
 from simsiam_keras.evaluate.linear_probe import HEAD, linear_probe, save_classifier, top_k_accuracy, train_dataset
 from simsiam_keras.evaluate.results import append_result
-from simsiam_keras.nets import recomputed_activation
 from simsiam_keras.export.run import export_run
+from simsiam_keras.nets import recomputed_activation
 from simsiam_keras.run_files import write_atomic
 from simsiam_keras.run_lock import RunLock
 from simsiam_keras.saved_run import check_backbone_model, load_backbone, locate_model, run_dir_of, run_settings
